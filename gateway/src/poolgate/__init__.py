@@ -1,0 +1,1 @@
+"""Self-hostable PostgreSQL connection pool behind Neon's SQL-over-HTTP protocol."""

@@ -1,0 +1,208 @@
+"""The HTTP face of the gateway: `/sql` (Neon's protocol), health, readiness, metrics.
+
+Errors become responses in exactly one place, `_answer_error`; every response carries a
+`Neon-Request-Id`, and every request produces one structured log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from psycopg import pq
+from psycopg.conninfo import make_conninfo
+
+from poolgate.config import Settings
+from poolgate.errors import (
+    BadRequest,
+    GatewayError,
+    MethodNotAllowed,
+    RequestTooLarge,
+    RouteNotFound,
+    Unavailable,
+)
+from poolgate.execute import run_request
+from poolgate.metrics import CONTENT_TYPE, Metrics
+from poolgate.pool import PoolRegistry
+from poolgate.protocol import parse_sql_request
+
+log = logging.getLogger("poolgate.http")
+
+JSON_TYPE = "application/json"
+_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "OPTIONS, POST",
+    "Access-Control-Allow-Headers": (
+        "Authorization, Content-Type, Neon-Connection-String, Neon-Raw-Text-Output, "
+        "Neon-Array-Mode, Neon-Batch-Isolation-Level, Neon-Batch-Read-Only, "
+        "Neon-Batch-Deferrable"
+    ),
+    "Access-Control-Max-Age": "86400",
+}
+
+SETTINGS = web.AppKey("settings", Settings)
+POOLS = web.AppKey("pools", PoolRegistry)
+METRICS = web.AppKey("metrics", Metrics)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(settings: Settings) -> web.Application:
+    pools = PoolRegistry(settings)
+    app = web.Application(
+        client_max_size=settings.max_request_bytes, middlewares=[_request_middleware]
+    )
+    app[SETTINGS] = settings
+    app[POOLS] = pools
+    app[METRICS] = Metrics(pools.stats)
+    app.router.add_route("*", "/sql", _sql)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.cleanup_ctx.append(_pool_lifecycle)
+    return app
+
+
+async def _pool_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    pools = app[POOLS]
+    interval = min(30.0, app[SETTINGS].idle_timeout / 2)
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await pools.sweep()
+
+    sweeper = asyncio.create_task(sweep_forever())
+    yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    await pools.close()
+
+
+@web.middleware
+async def _request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = str(uuid.uuid4())
+    request["request_id"] = request_id
+    request["rows"] = None
+    started = time.perf_counter()
+    sqlstate = None
+    try:
+        response = await handler(request)
+        outcome = "ok"
+    except asyncio.CancelledError:
+        _log_request(request, 499, started, "client_closed", None)
+        app_metrics = request.app[METRICS]
+        app_metrics.observe("client_closed", time.perf_counter() - started, None)
+        raise
+    except Exception as exc:
+        error = _as_gateway_error(exc)
+        response = _answer_error(error)
+        outcome = _outcome_name(error)
+        sqlstate = error.sqlstate
+    response.headers["Neon-Request-Id"] = request_id
+    response.headers.setdefault("Access-Control-Allow-Origin", "*")
+    request.app[METRICS].observe(outcome, time.perf_counter() - started, sqlstate)
+    _log_request(request, response.status, started, outcome, sqlstate)
+    return response
+
+
+def _as_gateway_error(exc: Exception) -> GatewayError:
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return RequestTooLarge(exc.max_size if hasattr(exc, "max_size") else 0)
+    if isinstance(exc, web.HTTPNotFound):
+        return RouteNotFound("not found: the gateway serves POST /sql")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"method {exc.method} is not allowed here")
+    log.exception("unhandled error")
+    return GatewayError("internal error")
+
+
+def _answer_error(error: GatewayError) -> web.Response:
+    """The one place a failure becomes an HTTP response."""
+    return web.Response(
+        status=error.status,
+        body=json.dumps(error.body()).encode(),
+        content_type=JSON_TYPE,
+        headers=error.headers(),
+    )
+
+
+def _outcome_name(error: GatewayError) -> str:
+    name = type(error).__name__
+    if type(error) is GatewayError:
+        return "internal_error"
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
+
+
+def _log_request(
+    request: web.Request, status: int, started: float, outcome: str, sqlstate: str | None
+) -> None:
+    log.info(
+        json.dumps(
+            {
+                "event": "request",
+                "request_id": request["request_id"],
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "outcome": outcome,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "rows": request["rows"],
+                "sqlstate": sqlstate,
+            }
+        )
+    )
+
+
+async def _sql(request: web.Request) -> web.Response:
+    if request.method == "OPTIONS":
+        return web.Response(status=200, headers={**_CORS_HEADERS, "Allow": "OPTIONS, POST"})
+    if request.method != "POST":
+        raise _bad_method(request.method)
+    settings = request.app[SETTINGS]
+    if request.content_length is not None and request.content_length > settings.max_request_bytes:
+        raise RequestTooLarge(settings.max_request_bytes)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestTooLarge(settings.max_request_bytes) from None
+    sql_request = parse_sql_request(request.headers, body)
+    async with request.app[POOLS].connection(sql_request.credentials) as connection:
+        outcome = await run_request(connection, sql_request, settings.max_response_bytes)
+    request["rows"] = outcome.row_count
+    return web.Response(body=outcome.body, content_type=JSON_TYPE)
+
+
+def _bad_method(method: str) -> GatewayError:
+    return BadRequest(f"method {method} is not supported on /sql; use POST")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    conninfo = make_conninfo(
+        **settings.upstream, connect_timeout=max(2, round(settings.connect_timeout))
+    )
+    # PQping never authenticates: it only asks whether the server accepts connections.
+    status = await asyncio.get_running_loop().run_in_executor(
+        None, pq.PGconn.ping, conninfo.encode()
+    )
+    if status == pq.Ping.OK:
+        return web.json_response({"status": "ready"})
+    raise Unavailable(f"upstream is not accepting connections ({pq.Ping(status).name})")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,60 @@
+"""`poolgate serve ...`: start the gateway; invalid settings stop it before it listens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import uvloop
+from aiohttp import web
+
+from poolgate.app import create_app
+from poolgate.config import ConfigError, Settings, parse_settings
+
+USAGE = "usage: poolgate serve [--upstream URL] [--listen HOST:PORT] [--pool-size N] [...]"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE + "\n\nRun 'poolgate serve --help' for every option.")
+        return 0 if args else 2
+    if args[0] != "serve":
+        print(f"poolgate: unknown command {args[0]!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    if "-h" in args[1:] or "--help" in args[1:]:
+        parse_settings(["--help"])
+    try:
+        settings = parse_settings(args[1:])
+    except ConfigError as exc:
+        print(f"poolgate: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    uvloop.run(serve(settings))
+    return 0
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM, then finish in-flight requests and close the pools."""
+    runner = web.AppRunner(create_app(settings), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen_host, settings.listen_port, backlog=1024)
+    await site.start()
+    logging.getLogger("poolgate").info(
+        '{"event": "listening", "url": "http://%s:%d"}', settings.listen_host, settings.listen_port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

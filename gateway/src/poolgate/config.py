@@ -1,0 +1,178 @@
+"""Gateway settings: from command-line options, each also settable from the environment.
+
+Every value is validated once, at start-up, with a message that says what is wrong and
+what is expected; nothing downstream re-checks them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from psycopg.conninfo import conninfo_to_dict
+
+MiB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """Raised when a setting is invalid; the message names the setting and what it expects."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    upstream: dict[str, str]  # libpq keywords: where Postgres is, never who to log in as
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 4444
+    pool_size: int = 10
+    acquire_timeout: float = 5.0
+    connect_timeout: float = 5.0
+    statement_timeout: float = 15.0
+    max_request_bytes: int = 10 * MiB
+    max_response_bytes: int = 10 * MiB
+    idle_timeout: float = 300.0
+    reset_query: str = "DISCARD ALL"
+
+
+# (option, environment variable, help)
+_OPTIONS = (
+    (
+        "--upstream",
+        "POOLGATE_UPSTREAM",
+        "PostgreSQL server to pool, as postgresql://host:port (or ?host=/socket/dir); "
+        "no user or password: clients bring their own",
+    ),
+    ("--listen", "POOLGATE_LISTEN", "address to serve HTTP on, host:port (default 127.0.0.1:4444)"),
+    (
+        "--pool-size",
+        "POOLGATE_POOL_SIZE",
+        "most server connections per (user, database) pair (default 10)",
+    ),
+    (
+        "--acquire-timeout",
+        "POOLGATE_ACQUIRE_TIMEOUT",
+        "seconds a request may wait for a pooled connection before 503 (default 5)",
+    ),
+    (
+        "--connect-timeout",
+        "POOLGATE_CONNECT_TIMEOUT",
+        "seconds to open one upstream connection (default 5)",
+    ),
+    (
+        "--statement-timeout",
+        "POOLGATE_STATEMENT_TIMEOUT",
+        "seconds one statement may run before Postgres cancels it (default 15)",
+    ),
+    (
+        "--max-request-bytes",
+        "POOLGATE_MAX_REQUEST_BYTES",
+        "largest accepted request body in bytes (default 10 MiB)",
+    ),
+    (
+        "--max-response-bytes",
+        "POOLGATE_MAX_RESPONSE_BYTES",
+        "largest result in bytes before 507 (default 10 MiB)",
+    ),
+    (
+        "--idle-timeout",
+        "POOLGATE_IDLE_TIMEOUT",
+        "seconds an unused connection (and a pool's credentials) is kept (default 300)",
+    ),
+    (
+        "--reset-query",
+        "POOLGATE_RESET_QUERY",
+        "SQL run on a connection before it is reused by the next request, so no session "
+        "state leaks between requests (default 'DISCARD ALL'; 'none' to skip)",
+    ),
+)
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `argv` (options after `serve`), falling back to the environment."""
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="poolgate serve", exit_on_error=False)
+    for option, variable, help_text in _OPTIONS:
+        parser.add_argument(option, default=env.get(variable), help=f"{help_text} [{variable}]")
+    try:
+        args = parser.parse_args(list(argv))
+    except argparse.ArgumentError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.upstream is None:
+        raise ConfigError(
+            "--upstream is required (or POOLGATE_UPSTREAM): the PostgreSQL server to pool, "
+            "e.g. postgresql://127.0.0.1:5432"
+        )
+    host, port = parse_listen(args.listen or "127.0.0.1:4444")
+    reset = args.reset_query if args.reset_query is not None else "DISCARD ALL"
+    return Settings(
+        upstream=parse_upstream(args.upstream),
+        listen_host=host,
+        listen_port=port,
+        pool_size=_positive_int("--pool-size", args.pool_size, 10),
+        acquire_timeout=_positive_seconds("--acquire-timeout", args.acquire_timeout, 5.0),
+        connect_timeout=_positive_seconds("--connect-timeout", args.connect_timeout, 5.0),
+        statement_timeout=_positive_seconds("--statement-timeout", args.statement_timeout, 15.0),
+        max_request_bytes=_positive_int("--max-request-bytes", args.max_request_bytes, 10 * MiB),
+        max_response_bytes=_positive_int("--max-response-bytes", args.max_response_bytes, 10 * MiB),
+        idle_timeout=_positive_seconds("--idle-timeout", args.idle_timeout, 300.0),
+        reset_query="" if reset.strip().lower() == "none" else reset,
+    )
+
+
+def parse_upstream(url: str) -> dict[str, str]:
+    """libpq keywords for the upstream server; credentials and database are refused."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise ConfigError(
+            f"--upstream must be a postgresql:// URL such as postgresql://127.0.0.1:5432, "
+            f"got {url!r}"
+        )
+    try:
+        params = conninfo_to_dict(url)
+    except Exception as exc:
+        raise ConfigError(f"--upstream is not a valid PostgreSQL URL: {exc}") from exc
+    for forbidden in ("user", "password", "dbname"):
+        if params.get(forbidden):
+            raise ConfigError(
+                f"--upstream must not name a {forbidden}: clients send their own in "
+                "Neon-Connection-String; give only host and port"
+            )
+    params.setdefault("host", "localhost")
+    return {key: str(value) for key, value in params.items() if value is not None}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"--listen must be host:port, such as 127.0.0.1:4444, got {value!r}")
+    port = _int_in_range("--listen port", port_text, 0, 65535)
+    return host.strip("[]"), port
+
+
+def _positive_int(name: str, raw: str | None, default: int) -> int:
+    if raw is None:
+        return default
+    return _int_in_range(name, raw, 1, None)
+
+
+def _int_in_range(name: str, raw: str, low: int, high: int | None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _positive_seconds(name: str, raw: str | None, default: float) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value

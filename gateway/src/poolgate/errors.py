@@ -1,0 +1,152 @@
+"""Every failure the gateway answers, and the single place they become HTTP.
+
+    GatewayError                    any failure answered with a JSON body
+    ├── BadRequest                  400: malformed body, header or connection string
+    ├── AuthenticationFailed        400 + SQLSTATE 28P01: credentials refused upstream
+    ├── QueryFailed                 400: Postgres raised an error for a statement
+    ├── RouteNotFound               404: no such endpoint
+    ├── MethodNotAllowed            405: wrong method on /healthz, /readyz, /metrics
+    ├── RequestTooLarge             413: request body over the configured limit
+    ├── ResponseTooLarge            507: result over the configured limit
+    └── Unavailable                 503 + Retry-After: pool wait exceeded, upstream down
+
+Foreign exceptions (psycopg's) are translated into these once, in `pool` and `execute`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import psycopg
+
+# Diagnostic fields of a Postgres error, in the order Neon's proxy reports them,
+# paired with the psycopg `Diagnostic` attribute that carries each.
+_DIAGNOSTIC_FIELDS = (
+    ("code", "sqlstate"),
+    ("detail", "message_detail"),
+    ("hint", "message_hint"),
+    ("position", "statement_position"),
+    ("internalPosition", "internal_position"),
+    ("internalQuery", "internal_query"),
+    ("severity", "severity_nonlocalized"),
+    ("where", "context"),
+    ("table", "table_name"),
+    ("column", "column_name"),
+    ("schema", "schema_name"),
+    ("dataType", "datatype_name"),
+    ("constraint", "constraint_name"),
+    ("file", "source_file"),
+    ("line", "source_line"),
+    ("routine", "source_function"),
+)
+
+
+class GatewayError(Exception):
+    """Base class: a failure answered with `status` and a JSON body holding `message`.
+
+    Raised as itself only for an unexpected failure (500, no details).
+    """
+
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    @property
+    def sqlstate(self) -> str | None:
+        return None
+
+
+class BadRequest(GatewayError):
+    """Raised when the request's body, a header or the connection string is malformed."""
+
+    status = 400
+
+
+class AuthenticationFailed(GatewayError):
+    """Raised when Postgres refuses the credentials (or database) of a connection string.
+
+    The message never says which part was wrong.
+    """
+
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("password authentication failed")
+
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message, "code": "28P01", "severity": "FATAL"}
+
+    @property
+    def sqlstate(self) -> str | None:
+        return "28P01"
+
+
+class QueryFailed(GatewayError):
+    """Raised when Postgres reports an error for a statement; carries its diagnostics."""
+
+    status = 400
+
+    def __init__(self, error: psycopg.Error) -> None:
+        diag = error.diag
+        super().__init__(diag.message_primary or str(error).strip())
+        self.fields: dict[str, str | None] = {
+            name: getattr(diag, attribute) for name, attribute in _DIAGNOSTIC_FIELDS
+        }
+
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message, **self.fields}
+
+    @property
+    def sqlstate(self) -> str | None:
+        return self.fields["code"]
+
+
+class RouteNotFound(GatewayError):
+    """Raised for a path the gateway does not serve."""
+
+    status = 404
+
+
+class MethodNotAllowed(GatewayError):
+    """Raised for a method an operational endpoint does not answer."""
+
+    status = 405
+
+
+class RequestTooLarge(GatewayError):
+    """Raised when the request body is over the configured limit."""
+
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request is too large (max is {limit} bytes)")
+
+
+class ResponseTooLarge(GatewayError):
+    """Raised while rows are produced, as soon as the answer would be over the limit."""
+
+    status = 507
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response is too large (max is {limit} bytes)")
+
+
+class Unavailable(GatewayError):
+    """Raised when no connection can be had in time: pool exhausted or upstream down."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

@@ -1,0 +1,179 @@
+"""Running a parsed request on a pooled connection and encoding its JSON answer.
+
+Rows are converted and JSON-encoded one chunk at a time, as Postgres produces them, so
+the response limit stops a runaway result before it is held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import adapt, pq
+from psycopg.adapt import AdaptersMap
+from psycopg.types.string import StrDumperUnknown, TextLoader
+
+from poolgate.errors import BadRequest, GatewayError, QueryFailed, ResponseTooLarge, Unavailable
+from poolgate.protocol import SqlRequest, Statement
+from poolgate.streaming import ChunkedCursor
+from poolgate.values import cell_converter
+
+ROWS_PER_CHUNK = 1000
+
+# Every cell is loaded as its Postgres text form; every parameter is sent as untyped text.
+_TEXT_ONLY = AdaptersMap()
+_TEXT_ONLY.register_loader(0, TextLoader)
+_TEXT_ONLY.register_dumper(str, StrDumperUnknown)
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The encoded answer and how many rows it holds (for the request log)."""
+
+    body: bytes
+    row_count: int
+
+
+class _Budget:
+    """Bytes of response left; shared by every statement of a batch."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def spend(self, text: str) -> None:
+        self.left -= len(text)
+        if self.left < 0:
+            raise ResponseTooLarge(self.limit)
+
+
+class _TextContext:
+    """The adaptation context psycopg's Transformer reads: text in, text out."""
+
+    adapters = _TEXT_ONLY
+
+    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self.connection = connection
+
+
+async def run_request(
+    connection: psycopg.AsyncConnection[Any], request: SqlRequest, max_response_bytes: int
+) -> Outcome:
+    """Run a single query, or a batch in one transaction (committed only if all succeed).
+
+    Raises `QueryFailed` for a Postgres error, `ResponseTooLarge` past the limit and
+    `Unavailable` if the connection is lost. After any exception the connection's state
+    is unknown: the caller discards it.
+    """
+    budget = _Budget(max_response_bytes)
+    cursor = ChunkedCursor(connection)
+    cursor._adapters = _TEXT_ONLY  # parameters dumped as untyped text
+    try:
+        if request.batch is None:
+            body, rows = await _run_statement(cursor, request.statements[0], request, budget)
+            return Outcome(body.encode(), rows)
+        await connection.execute(request.batch.begin_statement().encode())
+        bodies: list[str] = []
+        total_rows = 0
+        for statement in request.statements:
+            body, rows = await _run_statement(cursor, statement, request, budget)
+            bodies.append(body)
+            total_rows += rows
+        await connection.execute(b"COMMIT")
+        return Outcome(('{"results":[' + ",".join(bodies) + "]}").encode(), total_rows)
+    except psycopg.Error as exc:
+        raise translate_error(exc) from None
+
+
+def translate_error(error: psycopg.Error) -> GatewayError:
+    """psycopg's exceptions, mapped once: server errors keep their diagnostics."""
+    if error.sqlstate:
+        return QueryFailed(error)
+    if isinstance(error, psycopg.OperationalError):
+        return Unavailable("lost the connection to the database", retry_after=1)
+    return BadRequest(str(error))
+
+
+async def _run_statement(
+    cursor: ChunkedCursor, statement: Statement, request: SqlRequest, budget: _Budget
+) -> tuple[str, int]:
+    if not statement.query.strip():
+        raise BadRequest("query is empty")
+    transformer = adapt.Transformer(_TextContext(cursor.connection))
+    encoded_chunks: list[str] = []
+    row_count = 0
+    final: pq.abc.PGresult | None = None
+    tag = b""  # in chunked mode libpq puts the command tag on the last chunk, not the end
+    convert: Callable[[tuple[Any, ...]], Any] | None = None
+    async for result in cursor.chunks(statement.query, statement.params, ROWS_PER_CHUNK):
+        final = result
+        tag = result.command_status or tag
+        rows_in_chunk = result.ntuples
+        if not rows_in_chunk:
+            continue
+        transformer.set_pgresult(result, set_loaders=convert is None)
+        if convert is None:
+            convert = _row_converter(result, request.raw_text, statement.array_mode)
+        rows = transformer.load_rows(0, rows_in_chunk, tuple)
+        chunk = _dumps(rows if convert is _AS_IS else [convert(row) for row in rows])
+        budget.spend(chunk)
+        encoded_chunks.append(chunk[1:-1])
+        row_count += rows_in_chunk
+    assert final is not None, "a statement always ends with a final result"
+    head = _encode_head(final, tag.decode(), statement.array_mode)
+    budget.spend(head)
+    return head + ",".join(part for part in encoded_chunks if part) + "]}", row_count
+
+
+def _encode_head(final: pq.abc.PGresult, tag: str, array_mode: bool) -> str:
+    """Everything of a result but its rows, ending where the rows array opens."""
+    words = tag.split(" ")
+    count = int(words[-1]) if len(words) > 1 and words[-1].isdigit() else None
+    fields = [
+        {
+            "name": (final.fname(column) or b"").decode(),
+            "dataTypeID": final.ftype(column),
+            "tableID": final.ftable(column),
+            "columnID": final.ftablecol(column),
+            "dataTypeSize": final.fsize(column),
+            "dataTypeModifier": final.fmod(column),
+            "format": "text",
+        }
+        for column in range(final.nfields)
+    ]
+    head = _dumps(
+        {"command": words[0], "rowCount": count, "rowAsArray": array_mode, "fields": fields}
+    )
+    return head[:-1] + ',"rows":['
+
+
+def _AS_IS(row: tuple[Any, ...]) -> Any:
+    return row
+
+
+def _row_converter(
+    result: pq.abc.PGresult, raw_text: bool, array_mode: bool
+) -> Callable[[tuple[Any, ...]], Any]:
+    """The per-row function turning text cells into the row as it is sent."""
+    names = [(result.fname(column) or b"").decode() for column in range(result.nfields)]
+    converters = [
+        None if raw_text else cell_converter(result.ftype(column))
+        for column in range(result.nfields)
+    ]
+    if not any(converters):
+        return _AS_IS if array_mode else lambda row: dict(zip(names, row, strict=True))
+
+    def converted(row: tuple[Any, ...]) -> list[Any]:
+        return [
+            value if value is None or conv is None else conv(value)
+            for conv, value in zip(converters, row, strict=True)
+        ]
+
+    if array_mode:
+        return converted
+    return lambda row: dict(zip(names, converted(row), strict=True))

@@ -1,0 +1,71 @@
+"""Prometheus metrics: requests and latency by outcome, pool gauges, errors by SQLSTATE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from poolgate.pool import PoolStats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _PoolCollector(Collector):
+    def __init__(self, stats: Callable[[], Iterable[PoolStats]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["user", "database"]
+        size = GaugeMetricFamily(
+            "poolgate_pool_connections", "Open server connections", labels=labels
+        )
+        in_use = GaugeMetricFamily(
+            "poolgate_pool_in_use", "Connections lent to a request", labels=labels
+        )
+        waiting = GaugeMetricFamily(
+            "poolgate_pool_waiting", "Requests waiting for a connection", labels=labels
+        )
+        for pool in self._stats():
+            key = [pool.user, pool.database]
+            size.add_metric(key, pool.open)
+            in_use.add_metric(key, pool.in_use)
+            waiting.add_metric(key, pool.waiting)
+        yield from (size, in_use, waiting)
+
+
+class Metrics:
+    """One registry per gateway, so several gateways can live in one process (tests)."""
+
+    def __init__(self, pool_stats: Callable[[], Iterable[PoolStats]]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "poolgate_requests", "HTTP requests by outcome", ["outcome"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "poolgate_request_duration_seconds",
+            "Time from request to answer, by outcome",
+            ["outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "poolgate_postgres_errors",
+            "Postgres errors by SQLSTATE",
+            ["sqlstate"],
+            registry=self.registry,
+        )
+        self.registry.register(_PoolCollector(pool_stats))
+
+    def observe(self, outcome: str, seconds: float, sqlstate: str | None) -> None:
+        self.requests.labels(outcome).inc()
+        self.latency.labels(outcome).observe(seconds)
+        if sqlstate:
+            self.errors.labels(sqlstate).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,180 @@
+"""Parsing of a `POST /sql` request (headers and JSON body) into a typed request.
+
+Everything a client can get wrong is caught here and raised as `BadRequest`, before
+any connection is taken from a pool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from poolgate.errors import BadRequest
+from poolgate.values import InvalidParameter, param_to_text
+
+
+class Isolation(Enum):
+    """Batch isolation levels, by the names the `Neon-Batch-Isolation-Level` header uses."""
+
+    Serializable = "SERIALIZABLE"
+    ReadUncommitted = "READ UNCOMMITTED"
+    ReadCommitted = "READ COMMITTED"
+    RepeatableRead = "REPEATABLE READ"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who to authenticate as upstream; the host of the connection string is never kept."""
+
+    user: str
+    password: str | None
+    database: str
+
+    def __repr__(self) -> str:  # keeps passwords out of logs and tracebacks
+        return f"Credentials(user={self.user!r}, database={self.database!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    query: str
+    params: tuple[str | None, ...]
+    array_mode: bool
+
+    def __repr__(self) -> str:  # parameter values never reach logs
+        return f"Statement(query={self.query!r}, params=<{len(self.params)}>)"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOptions:
+    isolation: Isolation | None = None
+    read_only: bool = False
+    deferrable: bool = False
+
+    def begin_statement(self) -> str:
+        parts = ["BEGIN"]
+        if self.isolation is not None:
+            parts.append(f"ISOLATION LEVEL {self.isolation.value}")
+        parts.append("READ ONLY" if self.read_only else "READ WRITE")
+        if self.deferrable:
+            parts.append("DEFERRABLE")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class SqlRequest:
+    credentials: Credentials
+    statements: tuple[Statement, ...]
+    batch: BatchOptions | None  # None for a single query
+    raw_text: bool
+
+
+def parse_sql_request(headers: Mapping[str, str], body: bytes) -> SqlRequest:
+    """The request a client sent, or `BadRequest` saying what is wrong with it."""
+    credentials = parse_credentials(
+        headers.get("Neon-Connection-String"), headers.get("Authorization")
+    )
+    raw_text = headers.get("Neon-Raw-Text-Output") == "true"
+    default_array_mode = headers.get("Neon-Array-Mode") == "true"
+    payload = _json_object(body)
+    if "queries" in payload:
+        queries = payload["queries"]
+        if not isinstance(queries, list):
+            raise BadRequest('"queries" must be an array of query objects')
+        statements = tuple(
+            _statement(item, default_array_mode, f"queries[{index}]")
+            for index, item in enumerate(queries)
+        )
+        return SqlRequest(credentials, statements, _batch_options(headers), raw_text)
+    statement = _statement(payload, default_array_mode, "body")
+    return SqlRequest(credentials, (statement,), None, raw_text)
+
+
+def parse_credentials(connection_string: str | None, authorization: str | None) -> Credentials:
+    """User, password and database from `Neon-Connection-String`.
+
+    A bearer token in `Authorization`, when given, is the password.
+    """
+    if not connection_string:
+        raise BadRequest("missing Neon-Connection-String header")
+    try:
+        url = urlsplit(connection_string)
+        url.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise BadRequest("Neon-Connection-String is not a valid URL") from exc
+    if url.scheme not in ("postgres", "postgresql"):
+        raise BadRequest("Neon-Connection-String must start with postgres:// or postgresql://")
+    if not url.username:
+        raise BadRequest("Neon-Connection-String has no user name")
+    user = unquote(url.username)
+    password = unquote(url.password) if url.password is not None else None
+    database = unquote(url.path.lstrip("/")) or user
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise BadRequest("Authorization must be 'Bearer <token>'")
+        password = token.strip()
+    return Credentials(user=user, password=password, database=database)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object")
+    return payload
+
+
+def _statement(item: Any, default_array_mode: bool, where: str) -> Statement:
+    if not isinstance(item, dict):
+        raise BadRequest(f'{where} must be an object with a "query"')
+    query = item.get("query")
+    if not isinstance(query, str):
+        raise BadRequest(f'{where}: "query" must be a string')
+    params = item.get("params")
+    if params is None:
+        params = []
+    if not isinstance(params, list):
+        raise BadRequest(f'{where}: "params" must be an array')
+    array_mode = item.get("arrayMode")
+    if array_mode is None:
+        array_mode = default_array_mode
+    elif not isinstance(array_mode, bool):
+        raise BadRequest(f'{where}: "arrayMode" must be true or false')
+    try:
+        texts = tuple(param_to_text(value) for value in params)
+    except (InvalidParameter, ValueError) as exc:
+        raise BadRequest(f"{where}: a parameter cannot be sent to Postgres: {exc}") from exc
+    return Statement(query=query, params=texts, array_mode=array_mode)
+
+
+def _batch_options(headers: Mapping[str, str]) -> BatchOptions:
+    isolation_name = headers.get("Neon-Batch-Isolation-Level")
+    isolation = None
+    if isolation_name is not None:
+        try:
+            isolation = Isolation[isolation_name]
+        except KeyError:
+            allowed = ", ".join(level.name for level in Isolation)
+            raise BadRequest(
+                f"invalid Neon-Batch-Isolation-Level {isolation_name!r}; expected one of {allowed}"
+            ) from None
+    return BatchOptions(
+        isolation=isolation,
+        read_only=_flag(headers, "Neon-Batch-Read-Only"),
+        deferrable=_flag(headers, "Neon-Batch-Deferrable"),
+    )
+
+
+def _flag(headers: Mapping[str, str], name: str) -> bool:
+    value = headers.get(name)
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise BadRequest(f"invalid {name} {value!r}; expected true or false")

@@ -1,0 +1,181 @@
+"""Conversions between JSON values and PostgreSQL text, in both directions.
+
+Parameters arrive as JSON and go to Postgres as untyped text (Postgres infers their
+types). Cells come back from Postgres as text; in JSON mode a few types become native
+JSON values, everything else stays a string (see PROTOCOL.md, "Response").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import psycopg.postgres
+
+# Cells that become native JSON values; every other type stays a string.
+_BOOL = psycopg.postgres.types["bool"].oid
+_INTEGERS = {psycopg.postgres.types[name].oid for name in ("int2", "int4")}
+_FLOATS = {psycopg.postgres.types[name].oid for name in ("float4", "float8")}
+_JSON = {psycopg.postgres.types[name].oid for name in ("json", "jsonb")}
+_NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
+
+# Builtin array type OID -> element type OID. Arrays of types Postgres does not ship
+# (arrays of enums, domains, composites) are left as their text form.
+ARRAY_ELEMENT: dict[int, int] = {
+    info.array_oid: info.oid for info in psycopg.postgres.types if info.array_oid
+}
+
+ParamValue = None | bool | int | float | str | list[Any] | dict[str, Any]
+
+
+class InvalidParameter(ValueError):
+    """Raised when a JSON parameter cannot be expressed as PostgreSQL text."""
+
+
+def param_to_text(value: ParamValue) -> str | None:
+    """One JSON parameter as the untyped text Postgres receives; None stays NULL."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return _array_literal(value)
+    return _json_text(value)
+
+
+def _json_text(value: Any) -> str:
+    # Compact, as JavaScript's JSON.stringify writes it.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _array_literal(items: list[Any]) -> str:
+    return "{" + ",".join(_array_element(item) for item in items) + "}"
+
+
+def _array_element(item: Any) -> str:
+    if item is None:
+        return "NULL"
+    if isinstance(item, list):
+        return _array_literal(item)
+    text = item if isinstance(item, str) else _json_text(item)
+    return _quote_array_element(text)
+
+
+_NEEDS_QUOTES = frozenset('{},"\\ \t\n\r\v\f')
+
+
+def _quote_array_element(text: str) -> str:
+    if text and text.upper() != "NULL" and not any(ch in _NEEDS_QUOTES for ch in text):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def cell_converter(type_oid: int) -> Callable[[str], Any] | None:
+    """The function turning a non-null text cell of this type into its JSON value.
+
+    None means the text itself is the JSON value (a string), which lets callers skip
+    the per-cell call for most columns.
+    """
+    element = ARRAY_ELEMENT.get(type_oid)
+    if element is not None:
+        convert_element = _scalar_converter(element)
+        return lambda text: parse_array(text, convert_element)
+    return _scalar_converter(type_oid)
+
+
+def _scalar_converter(type_oid: int) -> Callable[[str], Any] | None:
+    if type_oid == _BOOL:
+        return _bool
+    if type_oid in _INTEGERS:
+        return int
+    if type_oid in _FLOATS:
+        return _float
+    if type_oid in _JSON:
+        return json.loads
+    return None
+
+
+def _bool(text: str) -> bool:
+    return text == "t"
+
+
+def _float(text: str) -> float | str:
+    return text if text in _NON_FINITE else float(text)
+
+
+class _ArrayParser:
+    """Reads PostgreSQL's array text form: `{1,NULL,"a b",{2,3}}`, with optional
+    `[lower:upper]=` dimension decoration, into nested lists."""
+
+    def __init__(self, text: str, convert: Callable[[str], Any] | None) -> None:
+        self.text = text
+        self.pos = 0
+        self.convert = convert
+
+    def parse(self) -> list[Any]:
+        if self.text.startswith("["):
+            self.pos = self.text.index("=") + 1
+        result = self._array()
+        if self.pos != len(self.text):
+            raise ValueError(f"trailing characters in array literal {self.text!r}")
+        return result
+
+    def _array(self) -> list[Any]:
+        self._expect("{")
+        items: list[Any] = []
+        if self._peek() == "}":
+            self.pos += 1
+            return items
+        while True:
+            items.append(self._element())
+            ch = self._peek()
+            self.pos += 1
+            if ch == "}":
+                return items
+            if ch != ",":
+                raise ValueError(f"malformed array literal {self.text!r}")
+
+    def _element(self) -> Any:
+        ch = self._peek()
+        if ch == "{":
+            return self._array()
+        if ch == '"':
+            return self._converted(self._quoted())
+        start = self.pos
+        while self.text[self.pos] not in ",}":
+            self.pos += 1
+        raw = self.text[start : self.pos]
+        return None if raw == "NULL" else self._converted(raw)
+
+    def _quoted(self) -> str:
+        self.pos += 1
+        out: list[str] = []
+        while True:
+            ch = self.text[self.pos]
+            if ch == "\\":
+                out.append(self.text[self.pos + 1])
+                self.pos += 2
+            elif ch == '"':
+                self.pos += 1
+                return "".join(out)
+            else:
+                out.append(ch)
+                self.pos += 1
+
+    def _converted(self, raw: str) -> Any:
+        return raw if self.convert is None else self.convert(raw)
+
+    def _peek(self) -> str:
+        return self.text[self.pos]
+
+    def _expect(self, ch: str) -> None:
+        if self._peek() != ch:
+            raise ValueError(f"malformed array literal {self.text!r}")
+        self.pos += 1
+
+
+def parse_array(text: str, convert: Callable[[str], Any] | None = None) -> list[Any]:
+    """Nested lists from an array's text form; `convert` maps each non-null element."""
+    return _ArrayParser(text, convert).parse()
