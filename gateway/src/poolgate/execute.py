@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import adapt, pq
 from psycopg.adapt import AdaptersMap
+from psycopg.types.none import NoneDumper
 from psycopg.types.string import StrDumperUnknown, TextLoader
 
 from poolgate.errors import BadRequest, GatewayError, QueryFailed, ResponseTooLarge, Unavailable
@@ -27,6 +28,7 @@ ROWS_PER_CHUNK = 1000
 _TEXT_ONLY = AdaptersMap()
 _TEXT_ONLY.register_loader(0, TextLoader)
 _TEXT_ONLY.register_dumper(str, StrDumperUnknown)
+_TEXT_ONLY.register_dumper(type(None), NoneDumper)
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 

@@ -1,0 +1,34 @@
+"""Session-wide real services: one PostgreSQL, one default gateway, a gateway factory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.services import Gateway, GatewayFactory, Postgres, start_postgres, stop_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    server = start_postgres(tmp_path_factory.mktemp("pg"))
+    yield server
+    stop_postgres(server)
+
+
+@pytest.fixture(scope="session")
+def gateways(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFactory]:
+    factory = GatewayFactory(postgres, tmp_path_factory.mktemp("gateway-logs"))
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="session")
+def gateway(gateways: GatewayFactory) -> Gateway:
+    """The default gateway: default limits, pool size 10."""
+    return gateways()
+
+
+@pytest.fixture(scope="session")
+def app_url(postgres: Postgres) -> str:
+    return postgres.app_url()

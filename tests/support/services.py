@@ -1,0 +1,147 @@
+"""Real services for the tests: an embedded PostgreSQL and gateway processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pgserver
+import psycopg
+
+APP_USER = "app"
+APP_PASSWORD = "app-secret-пароль"
+APP_DATABASE = "appdb"
+
+
+@dataclass
+class Postgres:
+    """A real PostgreSQL 16 on a unix socket. `postgres` is a trusted superuser;
+    `app` must authenticate with SCRAM-SHA-256, so Postgres itself refuses bad passwords."""
+
+    data_dir: Path
+    server: pgserver.PostgresServer
+
+    @property
+    def socket_dir(self) -> str:
+        return str(self.data_dir)
+
+    @property
+    def upstream_url(self) -> str:
+        return f"postgresql:///?host={quote(self.socket_dir)}"
+
+    def admin(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(host=self.socket_dir, user="postgres", dbname=APP_DATABASE,
+                               autocommit=True)
+
+    def app_url(self, password: str = APP_PASSWORD, database: str = APP_DATABASE,
+                user: str = APP_USER, host: str = "db.invalid") -> str:
+        # The host is deliberately unroutable: the gateway must never dial it.
+        return f"postgresql://{quote(user)}:{quote(password)}@{host}/{quote(database)}"
+
+    def direct_url(self) -> str:
+        """A libpq URL for the app role straight to the server (no gateway)."""
+        return (f"postgresql://{APP_USER}:{quote(APP_PASSWORD)}@/{APP_DATABASE}"
+                f"?host={quote(self.socket_dir)}")
+
+    def server_connections(self, user: str = APP_USER) -> int:
+        with self.admin() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [user]
+            ).fetchone()
+        assert row is not None
+        return int(str(row[0]))
+
+
+def start_postgres(data_dir: Path) -> Postgres:
+    server = pgserver.get_server(data_dir, cleanup_mode=None)
+    server.psql(
+        f"SET password_encryption = 'scram-sha-256';"
+        f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}';"
+        f"CREATE DATABASE {APP_DATABASE} OWNER {APP_USER};"
+    )
+    (data_dir / "pg_hba.conf").write_text(
+        "local all postgres trust\n"
+        "local all all scram-sha-256\n"
+    )
+    server.psql("SELECT pg_reload_conf();")
+    return Postgres(data_dir=data_dir, server=server)
+
+
+def stop_postgres(postgres: Postgres) -> None:
+    postgres.server.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    """A `poolgate serve` process on loopback; its log lines are kept in `log_path`."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_gateway(upstream: str, log_dir: Path, *options: str) -> Gateway:
+    port = free_port()
+    log_path = log_dir / f"gateway-{port}.log"
+    args = [sys.executable, "-m", "poolgate.cli", "serve", "--upstream", upstream,
+            "--listen", f"127.0.0.1:{port}", *options]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path, args)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited at start-up:\n{gateway.log_text()}")
+        try:
+            if httpx.get(f"{gateway.url}/healthz", timeout=1).status_code == 200:
+                return gateway
+        except httpx.TransportError:
+            time.sleep(0.05)
+    gateway.stop()
+    raise RuntimeError(f"gateway did not become healthy:\n{gateway.log_text()}")
+
+
+class GatewayFactory:
+    """Starts gateways with given options; all are stopped at the end of the session."""
+
+    def __init__(self, postgres: Postgres, log_dir: Path) -> None:
+        self.postgres = postgres
+        self.log_dir = log_dir
+        self.started: list[Gateway] = []
+
+    def __call__(self, *options: str, upstream: str | None = None) -> Gateway:
+        gateway = start_gateway(upstream or self.postgres.upstream_url, self.log_dir, *options)
+        self.started.append(gateway)
+        return gateway
+
+    def stop_all(self) -> None:
+        for gateway in self.started:
+            gateway.stop()
