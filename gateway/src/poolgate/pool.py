@@ -38,7 +38,6 @@ _CREDENTIAL_REFUSALS = (
     "does not exist",
     "no pg_hba.conf entry",
     "not permitted to log in",
-    "no password supplied",
     "permission denied for database",
 )
 
@@ -47,6 +46,8 @@ def classify_connect_error(error: psycopg.Error) -> AuthenticationFailed | Unava
     """psycopg reports connect failures as text only; this is the one place that reads it."""
     text = str(error)
     if "FATAL:" in text and any(refusal in text for refusal in _CREDENTIAL_REFUSALS):
+        return AuthenticationFailed()
+    if "no password supplied" in text:  # libpq's own refusal: the server asked for one
         return AuthenticationFailed()
     return Unavailable("the database is not reachable", retry_after=2)
 
