@@ -92,12 +92,19 @@ async def run_request(
         raise translate_error(exc) from None
 
 
+# The server went away under the statement: worth a retry, not the client's fault.
+_SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
+
+
 def translate_error(error: psycopg.Error) -> GatewayError:
     """psycopg's exceptions, mapped once: server errors keep their diagnostics."""
-    if error.sqlstate:
+    sqlstate = error.sqlstate
+    if sqlstate and (sqlstate in _SERVER_GONE or sqlstate.startswith("08")):
+        return Unavailable("the database connection was lost", retry_after=1)
+    if sqlstate:
         return QueryFailed(error)
     if isinstance(error, psycopg.OperationalError):
-        return Unavailable("lost the connection to the database", retry_after=1)
+        return Unavailable("the database connection was lost", retry_after=1)
     return BadRequest(str(error))
 
 

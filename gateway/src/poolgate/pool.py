@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import os
+import select
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -50,6 +51,15 @@ def classify_connect_error(error: psycopg.Error) -> AuthenticationFailed | Unava
     if "no password supplied" in text:  # libpq's own refusal: the server asked for one
         return AuthenticationFailed()
     return Unavailable("the database is not reachable", retry_after=2)
+
+
+def _looks_alive(connection: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
+    """An idle connection has nothing to say: if its socket is readable, the server
+    sent something unasked (a termination notice, a shutdown), so it is not reused."""
+    if connection.closed or connection.broken:
+        return False
+    readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    return not readable
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +107,7 @@ class ConnectionPool:
         finally:
             self._waiting -= 1
         try:
-            connection = self._reuse() if self._is_verified(password) else None
+            connection = await self._reuse() if self._is_verified(password) else None
             if connection is None:
                 connection = await self._connect(password)
         except BaseException:
@@ -106,12 +116,12 @@ class ConnectionPool:
         self._in_use += 1
         return connection
 
-    def _reuse(self) -> psycopg.AsyncConnection[tuple[object, ...]] | None:
+    async def _reuse(self) -> psycopg.AsyncConnection[tuple[object, ...]] | None:
         while self._idle:
             connection, _ = self._idle.pop()  # most recently used: warmest caches
-            if not connection.closed and not connection.broken:
+            if _looks_alive(connection):
                 return connection
-            self._open -= 1
+            await self._close(connection)
         return None
 
     async def _connect(self, password: str | None) -> psycopg.AsyncConnection[tuple[object, ...]]:
