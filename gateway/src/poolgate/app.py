@@ -46,6 +46,8 @@ _CORS_HEADERS = {
     "Access-Control-Max-Age": "86400",
 }
 
+_OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 SETTINGS = web.AppKey("settings", Settings)
 POOLS = web.AppKey("pools", PoolRegistry)
 METRICS = web.AppKey("metrics", Metrics)
@@ -97,9 +99,7 @@ async def _request_middleware(request: web.Request, handler: Handler) -> web.Str
         response = await handler(request)
         outcome = "ok"
     except asyncio.CancelledError:
-        _log_request(request, 499, started, "client_closed", None)
-        app_metrics = request.app[METRICS]
-        app_metrics.observe("client_closed", time.perf_counter() - started, None)
+        _record(request, 499, started, "client_closed", None)
         raise
     except Exception as exc:
         error = _as_gateway_error(exc)
@@ -108,8 +108,7 @@ async def _request_middleware(request: web.Request, handler: Handler) -> web.Str
         sqlstate = error.sqlstate
     response.headers["Neon-Request-Id"] = request_id
     response.headers.setdefault("Access-Control-Allow-Origin", "*")
-    request.app[METRICS].observe(outcome, time.perf_counter() - started, sqlstate)
-    _log_request(request, response.status, started, outcome, sqlstate)
+    _record(request, response.status, started, outcome, sqlstate)
     return response
 
 
@@ -143,9 +142,13 @@ def _outcome_name(error: GatewayError) -> str:
     return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
 
 
-def _log_request(
+def _record(
     request: web.Request, status: int, started: float, outcome: str, sqlstate: str | None
 ) -> None:
+    """Metrics (for traffic, not probes of the gateway itself) and the request log line."""
+    seconds = time.perf_counter() - started
+    if request.path not in _OPERATIONAL_PATHS:
+        request.app[METRICS].observe(outcome, seconds, sqlstate)
     log.info(
         json.dumps(
             {
@@ -155,7 +158,7 @@ def _log_request(
                 "path": request.path,
                 "status": status,
                 "outcome": outcome,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "duration_ms": round(seconds * 1000, 3),
                 "rows": request["rows"],
                 "sqlstate": sqlstate,
             }

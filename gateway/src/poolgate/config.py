@@ -95,9 +95,11 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     for option, variable, help_text in _OPTIONS:
         parser.add_argument(option, default=env.get(variable), help=f"{help_text} [{variable}]")
     try:
-        args = parser.parse_args(list(argv))
+        args, unknown = parser.parse_known_args(list(argv))
     except argparse.ArgumentError as exc:
         raise ConfigError(str(exc)) from exc
+    if unknown:
+        raise ConfigError(f"unrecognized arguments: {' '.join(unknown)}")
     if args.upstream is None:
         raise ConfigError(
             "--upstream is required (or POOLGATE_UPSTREAM): the PostgreSQL server to pool, "

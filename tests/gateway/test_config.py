@@ -1,0 +1,74 @@
+"""`poolgate serve` refuses invalid settings at start-up, saying what is expected."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.support.services import Postgres, free_port
+
+
+def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "poolgate.cli", "serve", *args],
+        capture_output=True, text=True, timeout=20,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("POOLGATE_")},
+             **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "--upstream is required"),
+        (("--upstream", "mysql://h"), "--upstream must be a postgresql:// URL"),
+        (("--upstream", "postgresql://u:p@h:5432"), "must not name a user"),
+        (("--upstream", "postgresql://h/db"), "must not name a dbname"),
+        (("--upstream", "postgresql://h", "--pool-size", "0"), "--pool-size must be at least 1"),
+        (("--upstream", "postgresql://h", "--pool-size", "ten"), "--pool-size must be a whole number"),
+        (("--upstream", "postgresql://h", "--listen", "4444"), "--listen must be host:port"),
+        (("--upstream", "postgresql://h", "--listen", "h:70000"), "port must be from 0 to 65535"),
+        (("--upstream", "postgresql://h", "--statement-timeout", "-1"), "positive number of seconds"),
+        (("--upstream", "postgresql://h", "--acquire-timeout", "soon"), "number of seconds"),
+        (("--upstream", "postgresql://h", "--max-response-bytes", "0"), "at least 1"),
+        (("--upstream", "postgresql://h", "--bogus", "1"), "unrecognized arguments"),
+    ],
+)
+def test_invalid_setting_stops_start_up_with_a_message_naming_it(
+    args: tuple[str, ...], message: str
+) -> None:
+    result = run_serve(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("poolgate: invalid configuration:")
+    assert message in result.stderr
+
+
+def test_environment_variables_configure_what_options_do_not(postgres: Postgres) -> None:
+    refused = run_serve(env={"POOLGATE_UPSTREAM": "postgresql://h", "POOLGATE_POOL_SIZE": "-3"})
+    assert refused.returncode == 2 and "--pool-size must be at least 1" in refused.stderr
+    port = free_port()
+    env = {**os.environ, "POOLGATE_UPSTREAM": postgres.upstream_url,
+           "POOLGATE_LISTEN": f"127.0.0.1:{port}"}
+    process = subprocess.Popen([sys.executable, "-m", "poolgate.cli", "serve"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline()
+        assert f'"url": "http://127.0.0.1:{port}"' in first_line
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+
+
+def test_help_lists_every_option_with_its_environment_variable() -> None:
+    result = subprocess.run([sys.executable, "-m", "poolgate.cli", "serve", "--help"],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0
+    for variable in ("POOLGATE_UPSTREAM", "POOLGATE_LISTEN", "POOLGATE_POOL_SIZE",
+                     "POOLGATE_STATEMENT_TIMEOUT", "POOLGATE_MAX_REQUEST_BYTES"):
+        assert variable in result.stdout
