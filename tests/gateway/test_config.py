@@ -53,15 +53,15 @@ def test_environment_variables_configure_what_options_do_not(postgres: Postgres)
     port = free_port()
     env = {**os.environ, "POOLGATE_UPSTREAM": postgres.upstream_url,
            "POOLGATE_LISTEN": f"127.0.0.1:{port}"}
-    process = subprocess.Popen([sys.executable, "-m", "poolgate.cli", "serve"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert process.stdout is not None
-        first_line = process.stdout.readline()
-        assert f'"url": "http://127.0.0.1:{port}"' in first_line
-        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-    finally:
-        process.terminate()
+    with subprocess.Popen([sys.executable, "-m", "poolgate.cli", "serve"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        try:
+            assert process.stdout is not None
+            first_line = process.stdout.readline()
+            assert f'"url": "http://127.0.0.1:{port}"' in first_line
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        finally:
+            process.terminate()
         assert process.wait(timeout=10) == 0
 
 
