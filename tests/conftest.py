@@ -6,18 +6,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.services import Gateway, GatewayFactory, Postgres, start_postgres, stop_postgres
+from devstack.postgres import EmbeddedPostgres
+from tests.support.services import Gateway, GatewayFactory, make_app_url, start_postgres
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     server = start_postgres(tmp_path_factory.mktemp("pg"))
     yield server
-    stop_postgres(server)
+    server.stop()
 
 
 @pytest.fixture(scope="session")
-def gateways(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFactory]:
+def gateways(
+    postgres: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayFactory]:
     factory = GatewayFactory(postgres, tmp_path_factory.mktemp("gateway-logs"))
     yield factory
     factory.stop_all()
@@ -30,5 +33,5 @@ def gateway(gateways: GatewayFactory) -> Gateway:
 
 
 @pytest.fixture(scope="session")
-def app_url(postgres: Postgres) -> str:
-    return postgres.app_url()
+def app_url() -> str:
+    return make_app_url()

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from devstack.postgres import EmbeddedPostgres
 from tests.support.services import Gateway
 from tests.support.sql import post_sql
 
@@ -21,65 +22,132 @@ CASES: list[tuple[str, int, str, Any]] = [
     ("'NaN'::float8", 701, "NaN", "NaN"),
     ("'Infinity'::float8", 701, "Infinity", "Infinity"),
     ("'-Infinity'::float4", 700, "-Infinity", "-Infinity"),
-    ("12345678901234567890.123456789::numeric", 1700, "12345678901234567890.123456789",
-     "12345678901234567890.123456789"),
+    (
+        "12345678901234567890.123456789::numeric",
+        1700,
+        "12345678901234567890.123456789",
+        "12345678901234567890.123456789",
+    ),
     ("'héllo \"q\" \\ back'::text", 25, 'héllo "q" \\ back', 'héllo "q" \\ back'),
     ("'short'::varchar(10)", 1043, "short", "short"),
-    ("'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid", 2950,
-     "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+    (
+        "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid",
+        2950,
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+    ),
     ("'2024-02-29'::date", 1082, "2024-02-29", "2024-02-29"),
-    ("'2024-02-29 13:14:15.123456'::timestamp", 1114, "2024-02-29 13:14:15.123456",
-     "2024-02-29 13:14:15.123456"),
-    ("'2024-02-29 13:14:15.123456+02'::timestamptz", 1184, "2024-02-29 11:14:15.123456+00",
-     "2024-02-29 11:14:15.123456+00"),
+    (
+        "'2024-02-29 13:14:15.123456'::timestamp",
+        1114,
+        "2024-02-29 13:14:15.123456",
+        "2024-02-29 13:14:15.123456",
+    ),
+    (
+        "'2024-02-29 13:14:15.123456+02'::timestamptz",
+        1184,
+        "2024-02-29 11:14:15.123456+00",
+        "2024-02-29 11:14:15.123456+00",
+    ),
     ("'1 day 02:03:04.5'::interval", 1186, "1 day 02:03:04.5", "1 day 02:03:04.5"),
-    ("'{\"a\": [1, 2.5], \"b\": null}'::json", 114, '{"a": [1, 2.5], "b": null}',
-     {"a": [1, 2.5], "b": None}),
-    ("'{\"b\":{\"c\":\"é\"}, \"a\":1}'::jsonb", 3802, '{"a": 1, "b": {"c": "é"}}',
-     {"a": 1, "b": {"c": "é"}}),
+    (
+        '\'{"a": [1, 2.5], "b": null}\'::json',
+        114,
+        '{"a": [1, 2.5], "b": null}',
+        {"a": [1, 2.5], "b": None},
+    ),
+    (
+        '\'{"b":{"c":"é"}, "a":1}\'::jsonb',
+        3802,
+        '{"a": 1, "b": {"c": "é"}}',
+        {"a": 1, "b": {"c": "é"}},
+    ),
     ("'\\x00ff10'::bytea", 17, "\\x00ff10", "\\x00ff10"),
     # one-dimensional arrays, with NULLs and quoting
     ("ARRAY[true, false, NULL]", 1000, "{t,f,NULL}", [True, False, None]),
     ("ARRAY[1, NULL, 3]::int2[]", 1005, "{1,NULL,3}", [1, None, 3]),
     ("ARRAY[1, NULL, -3]", 1007, "{1,NULL,-3}", [1, None, -3]),
-    ("ARRAY[9007199254740993, NULL]::int8[]", 1016, "{9007199254740993,NULL}",
-     ["9007199254740993", None]),
+    (
+        "ARRAY[9007199254740993, NULL]::int8[]",
+        1016,
+        "{9007199254740993,NULL}",
+        ["9007199254740993", None],
+    ),
     ("ARRAY[1.5, 'NaN', NULL]::float4[]", 1021, "{1.5,NaN,NULL}", [1.5, "NaN", None]),
     ("ARRAY[0.25, '-Infinity']::float8[]", 1022, "{0.25,-Infinity}", [0.25, "-Infinity"]),
     ("ARRAY[1.10, NULL]::numeric[]", 1231, "{1.10,NULL}", ["1.10", None]),
-    ("ARRAY['a b', 'c\"d', 'e\\f', NULL, 'NULL', '', '{x}']::text[]", 1009,
-     '{"a b","c\\"d","e\\\\f",NULL,"NULL","","{x}"}',
-     ["a b", 'c"d', "e\\f", None, "NULL", "", "{x}"]),
+    (
+        "ARRAY['a b', 'c\"d', 'e\\f', NULL, 'NULL', '', '{x}']::text[]",
+        1009,
+        '{"a b","c\\"d","e\\\\f",NULL,"NULL","","{x}"}',
+        ["a b", 'c"d', "e\\f", None, "NULL", "", "{x}"],
+    ),
     ("ARRAY['v', NULL]::varchar[]", 1015, "{v,NULL}", ["v", None]),
-    ("ARRAY['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid]", 2951,
-     "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}", ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]),
+    (
+        "ARRAY['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid]",
+        2951,
+        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+        ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"],
+    ),
     ("ARRAY['2024-01-02'::date, NULL]", 1182, "{2024-01-02,NULL}", ["2024-01-02", None]),
-    ("ARRAY['2024-01-02 03:04:05'::timestamp]", 1115, '{"2024-01-02 03:04:05"}',
-     ["2024-01-02 03:04:05"]),
-    ("ARRAY['2024-01-02 03:04:05+00'::timestamptz]", 1185, '{"2024-01-02 03:04:05+00"}',
-     ["2024-01-02 03:04:05+00"]),
-    ("ARRAY['1 hour'::interval]", 1187, '{01:00:00}', ["01:00:00"]),
+    (
+        "ARRAY['2024-01-02 03:04:05'::timestamp]",
+        1115,
+        '{"2024-01-02 03:04:05"}',
+        ["2024-01-02 03:04:05"],
+    ),
+    (
+        "ARRAY['2024-01-02 03:04:05+00'::timestamptz]",
+        1185,
+        '{"2024-01-02 03:04:05+00"}',
+        ["2024-01-02 03:04:05+00"],
+    ),
+    ("ARRAY['1 hour'::interval]", 1187, "{01:00:00}", ["01:00:00"]),
     ("ARRAY['{\"a\":1}'::json, NULL]", 199, '{"{\\"a\\":1}",NULL}', [{"a": 1}, None]),
     ("ARRAY['[1,\"x\"]'::jsonb]", 3807, '{"[1, \\"x\\"]"}', [[1, "x"]]),
     ("ARRAY['\\x01'::bytea, NULL]", 1001, '{"\\\\x01",NULL}', ["\\x01", None]),
     # two-dimensional arrays and a non-default lower bound
     ("'{{1,2},{3,NULL}}'::int4[]", 1007, "{{1,2},{3,NULL}}", [[1, 2], [3, None]]),
-    ("'{{\"a b\",c},{NULL,\"}\"}}'::text[]", 1009, '{{"a b",c},{NULL,"}"}}',
-     [["a b", "c"], [None, "}"]]),
+    (
+        '\'{{"a b",c},{NULL,"}"}}\'::text[]',
+        1009,
+        '{{"a b",c},{NULL,"}"}}',
+        [["a b", "c"], [None, "}"]],
+    ),
     ("'{{t,f},{f,t}}'::bool[]", 1000, "{{t,f},{f,t}}", [[True, False], [False, True]]),
     ("'{{1.5,NaN}}'::float8[]", 1022, "{{1.5,NaN}}", [[1.5, "NaN"]]),
     ("'[0:1]={7,8}'::int4[]", 1007, "[0:1]={7,8}", [7, 8]),
     ("'{}'::int4[]", 1007, "{}", []),
 ]
 
-NULL_TYPES = ["bool", "int2", "int4", "int8", "float4", "float8", "numeric", "text", "varchar",
-              "uuid", "date", "timestamp", "timestamptz", "interval", "json", "jsonb", "bytea",
-              "int4[]", "text[]", "jsonb[]", "int4[][]"]
+NULL_TYPES = [
+    "bool",
+    "int2",
+    "int4",
+    "int8",
+    "float4",
+    "float8",
+    "numeric",
+    "text",
+    "varchar",
+    "uuid",
+    "date",
+    "timestamp",
+    "timestamptz",
+    "interval",
+    "json",
+    "jsonb",
+    "bytea",
+    "int4[]",
+    "text[]",
+    "jsonb[]",
+    "int4[][]",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def utc_database(postgres) -> None:  # type: ignore[no-untyped-def]
-    with postgres.admin() as conn:
+def utc_database(postgres: EmbeddedPostgres) -> None:
+    with postgres.admin("appdb") as conn:
         conn.execute("ALTER DATABASE appdb SET timezone = 'UTC'")
 
 

@@ -9,15 +9,20 @@ import sys
 import httpx
 import pytest
 
-from tests.support.services import Postgres, free_port
+from devstack.postgres import EmbeddedPostgres
+from tests.support.services import free_port
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "poolgate.cli", "serve", *args],
-        capture_output=True, text=True, timeout=20,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("POOLGATE_")},
-             **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("POOLGATE_")},
+            **(env or {}),
+        },
     )
 
 
@@ -29,10 +34,16 @@ def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         (("--upstream", "postgresql://u:p@h:5432"), "must not name a user"),
         (("--upstream", "postgresql://h/db"), "must not name a dbname"),
         (("--upstream", "postgresql://h", "--pool-size", "0"), "--pool-size must be at least 1"),
-        (("--upstream", "postgresql://h", "--pool-size", "ten"), "--pool-size must be a whole number"),
+        (
+            ("--upstream", "postgresql://h", "--pool-size", "ten"),
+            "--pool-size must be a whole number",
+        ),
         (("--upstream", "postgresql://h", "--listen", "4444"), "--listen must be host:port"),
         (("--upstream", "postgresql://h", "--listen", "h:70000"), "port must be from 0 to 65535"),
-        (("--upstream", "postgresql://h", "--statement-timeout", "-1"), "positive number of seconds"),
+        (
+            ("--upstream", "postgresql://h", "--statement-timeout", "-1"),
+            "positive number of seconds",
+        ),
         (("--upstream", "postgresql://h", "--acquire-timeout", "soon"), "number of seconds"),
         (("--upstream", "postgresql://h", "--max-response-bytes", "0"), "at least 1"),
         (("--upstream", "postgresql://h", "--bogus", "1"), "unrecognized arguments"),
@@ -47,14 +58,22 @@ def test_invalid_setting_stops_start_up_with_a_message_naming_it(
     assert message in result.stderr
 
 
-def test_environment_variables_configure_what_options_do_not(postgres: Postgres) -> None:
+def test_environment_variables_configure_what_options_do_not(postgres: EmbeddedPostgres) -> None:
     refused = run_serve(env={"POOLGATE_UPSTREAM": "postgresql://h", "POOLGATE_POOL_SIZE": "-3"})
     assert refused.returncode == 2 and "--pool-size must be at least 1" in refused.stderr
     port = free_port()
-    env = {**os.environ, "POOLGATE_UPSTREAM": postgres.upstream_url,
-           "POOLGATE_LISTEN": f"127.0.0.1:{port}"}
-    with subprocess.Popen([sys.executable, "-m", "poolgate.cli", "serve"], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+    env = {
+        **os.environ,
+        "POOLGATE_UPSTREAM": postgres.upstream_url,
+        "POOLGATE_LISTEN": f"127.0.0.1:{port}",
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "poolgate.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
         try:
             assert process.stdout is not None
             first_line = process.stdout.readline()
@@ -66,9 +85,18 @@ def test_environment_variables_configure_what_options_do_not(postgres: Postgres)
 
 
 def test_help_lists_every_option_with_its_environment_variable() -> None:
-    result = subprocess.run([sys.executable, "-m", "poolgate.cli", "serve", "--help"],
-                            capture_output=True, text=True, timeout=20)
+    result = subprocess.run(
+        [sys.executable, "-m", "poolgate.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert result.returncode == 0
-    for variable in ("POOLGATE_UPSTREAM", "POOLGATE_LISTEN", "POOLGATE_POOL_SIZE",
-                     "POOLGATE_STATEMENT_TIMEOUT", "POOLGATE_MAX_REQUEST_BYTES"):
+    for variable in (
+        "POOLGATE_UPSTREAM",
+        "POOLGATE_LISTEN",
+        "POOLGATE_POOL_SIZE",
+        "POOLGATE_STATEMENT_TIMEOUT",
+        "POOLGATE_MAX_REQUEST_BYTES",
+    ):
         assert variable in result.stdout

@@ -1,23 +1,41 @@
-"""Every row of PROTOCOL.md's error table, against the real gateway and Postgres."""
+"""Every row of PROTOCOL.md's error table, against the real gateway and EmbeddedPostgres."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.services import Gateway, GatewayFactory, Postgres
+from devstack.postgres import EmbeddedPostgres
+from tests.support.services import Gateway, GatewayFactory, make_app_url
 from tests.support.sql import post_sql
 
 POSTGRES_ERROR_FIELDS = {
-    "message", "code", "detail", "hint", "position", "internalPosition", "internalQuery",
-    "severity", "where", "table", "column", "schema", "dataType", "constraint", "file", "line",
+    "message",
+    "code",
+    "detail",
+    "hint",
+    "position",
+    "internalPosition",
+    "internalQuery",
+    "severity",
+    "where",
+    "table",
+    "column",
+    "schema",
+    "dataType",
+    "constraint",
+    "file",
+    "line",
     "routine",
 }
 
 
-def test_postgres_error_answers_400_with_every_diagnostic_field(gateway: Gateway, app_url: str) -> None:
+def test_postgres_error_answers_400_with_every_diagnostic_field(
+    gateway: Gateway, app_url: str
+) -> None:
     response = post_sql(gateway.url, app_url, {"query": "SELECT missing_column FROM pg_class"})
     assert response.status_code == 400
     body = response.json()
@@ -30,21 +48,27 @@ def test_postgres_error_answers_400_with_every_diagnostic_field(gateway: Gateway
 
 
 def test_constraint_violation_names_table_column_and_constraint(
-    gateway: Gateway, app_url: str, postgres: Postgres
+    gateway: Gateway, app_url: str, postgres: EmbeddedPostgres
 ) -> None:
-    with postgres.admin() as conn:
+    with postgres.admin("appdb") as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS checked (n int NOT NULL CHECK (n > 0))")
         conn.execute("ALTER TABLE checked OWNER TO app")
     missing = post_sql(gateway.url, app_url, {"query": "INSERT INTO checked VALUES (NULL)"}).json()
     assert (missing["code"], missing["table"], missing["column"], missing["schema"]) == (
-        "23502", "checked", "n", "public")
+        "23502",
+        "checked",
+        "n",
+        "public",
+    )
     negative = post_sql(gateway.url, app_url, {"query": "INSERT INTO checked VALUES (-1)"}).json()
     assert (negative["code"], negative["constraint"]) == ("23514", "checked_n_check")
     assert negative["detail"].startswith("Failing row contains")
 
 
-def test_error_inside_a_function_reports_where_and_internal_query(gateway: Gateway, app_url: str) -> None:
-    query = ("DO $$ BEGIN EXECUTE 'SELECT 1/0'; END $$")
+def test_error_inside_a_function_reports_where_and_internal_query(
+    gateway: Gateway, app_url: str
+) -> None:
+    query = "DO $$ BEGIN EXECUTE 'SELECT 1/0'; END $$"
     body = post_sql(gateway.url, app_url, {"query": query}).json()
     assert body["code"] == "22012"
     assert "PL/pgSQL" in body["where"]
@@ -68,8 +92,9 @@ def test_error_inside_a_function_reports_where_and_internal_query(gateway: Gatew
 def test_malformed_body_answers_400_with_a_message(
     gateway: Gateway, app_url: str, body: bytes, fragment: str
 ) -> None:
-    response = httpx.post(f"{gateway.url}/sql", content=body,
-                          headers={"Neon-Connection-String": app_url})
+    response = httpx.post(
+        f"{gateway.url}/sql", content=body, headers={"Neon-Connection-String": app_url}
+    )
     assert response.status_code == 400
     assert fragment in response.json()["message"]
 
@@ -95,56 +120,72 @@ def test_bad_connection_headers_answer_400(
 
 @pytest.mark.parametrize(
     ("header", "value"),
-    [("Neon-Batch-Isolation-Level", "Chaos"), ("Neon-Batch-Isolation-Level", "serializable"),
-     ("Neon-Batch-Read-Only", "yes"), ("Neon-Batch-Deferrable", "1")],
+    [
+        ("Neon-Batch-Isolation-Level", "Chaos"),
+        ("Neon-Batch-Isolation-Level", "serializable"),
+        ("Neon-Batch-Read-Only", "yes"),
+        ("Neon-Batch-Deferrable", "1"),
+    ],
 )
 def test_bad_batch_header_answers_400_naming_what_is_allowed(
     gateway: Gateway, app_url: str, header: str, value: str
 ) -> None:
-    response = post_sql(gateway.url, app_url, {"queries": [{"query": "SELECT 1"}]},
-                        headers={header: value})
+    response = post_sql(
+        gateway.url, app_url, {"queries": [{"query": "SELECT 1"}]}, headers={header: value}
+    )
     assert response.status_code == 400
     assert header in response.json()["message"]
 
 
 @pytest.mark.parametrize(
-    "connection_string_of",
+    "connection_string",
     [
-        lambda pg: pg.app_url(password="wrong"),
-        lambda pg: pg.app_url(user="nobody"),
-        lambda pg: pg.app_url(database="no_such_db"),
-        lambda pg: pg.app_url(password=""),
+        make_app_url(password="wrong"),
+        make_app_url(user="nobody"),
+        make_app_url(database="no_such_db"),
+        make_app_url(password=""),
     ],
     ids=["wrong password", "unknown user", "unknown database", "empty password"],
 )
 def test_refused_credentials_answer_28P01_without_saying_which_part_was_wrong(
-    gateway: Gateway, postgres: Postgres, connection_string_of
-) -> None:  # type: ignore[no-untyped-def]
-    response = post_sql(gateway.url, connection_string_of(postgres), {"query": "SELECT 1"})
+    gateway: Gateway, connection_string: str
+) -> None:
+    response = post_sql(gateway.url, connection_string, {"query": "SELECT 1"})
     assert response.status_code == 400
-    assert response.json() == {"message": "password authentication failed", "code": "28P01",
-                               "severity": "FATAL"}
+    assert response.json() == {
+        "message": "password authentication failed",
+        "code": "28P01",
+        "severity": "FATAL",
+    }
 
 
 def test_wrong_password_is_refused_even_while_the_pool_holds_good_connections(
-    gateway: Gateway, app_url: str, postgres: Postgres
+    gateway: Gateway, app_url: str, postgres: EmbeddedPostgres
 ) -> None:
     assert post_sql(gateway.url, app_url, {"query": "SELECT 1"}).status_code == 200
-    refused = post_sql(gateway.url, postgres.app_url(password="guess"), {"query": "SELECT 1"})
+    refused = post_sql(gateway.url, make_app_url(password="guess"), {"query": "SELECT 1"})
     assert refused.json()["code"] == "28P01"
     assert post_sql(gateway.url, app_url, {"query": "SELECT 1"}).status_code == 200
 
 
-def test_bearer_token_is_used_as_the_password(gateway: Gateway, postgres: Postgres) -> None:
-    with postgres.admin() as conn:
+def test_bearer_token_is_used_as_the_password(gateway: Gateway, postgres: EmbeddedPostgres) -> None:
+    with postgres.admin("appdb") as conn:
         conn.execute("DROP ROLE IF EXISTS token_user")
         conn.execute("CREATE ROLE token_user LOGIN PASSWORD 'tok-123'")
     without_password = "postgresql://token_user@db.invalid/appdb"
-    ok = post_sql(gateway.url, without_password, {"query": "SELECT 1 AS one"},
-                  headers={"Authorization": "Bearer tok-123"})
+    ok = post_sql(
+        gateway.url,
+        without_password,
+        {"query": "SELECT 1 AS one"},
+        headers={"Authorization": "Bearer tok-123"},
+    )
     assert ok.status_code == 200 and ok.json()["rows"] == [{"one": 1}]
-    bad = post_sql(gateway.url, without_password, {"query": "SELECT 1"},
-                   headers={"Authorization": "Bearer nope"})
+    bad = post_sql(
+        gateway.url,
+        without_password,
+        {"query": "SELECT 1"},
+        headers={"Authorization": "Bearer nope"},
+    )
     assert bad.json()["code"] == "28P01"
 
 
@@ -154,14 +195,17 @@ def test_request_body_over_the_limit_answers_413(gateways: GatewayFactory, app_u
     response = post_sql(small.url, app_url, padded)
     assert response.status_code == 413
     assert response.json()["message"] == "request is too large (max is 2000 bytes)"
-    chunked = httpx.post(f"{small.url}/sql", headers={"Neon-Connection-String": app_url},
-                         content=iter([b'{"query": "SELECT 1", "pad": "', b"y" * 3000, b'"}']))
+    chunked = httpx.post(
+        f"{small.url}/sql",
+        headers={"Neon-Connection-String": app_url},
+        content=iter([b'{"query": "SELECT 1", "pad": "', b"y" * 3000, b'"}']),
+    )
     assert chunked.status_code == 413
     assert post_sql(small.url, app_url, {"query": "SELECT 1"}).status_code == 200
 
 
 def test_response_over_the_limit_answers_507_and_stops_the_query(
-    gateways: GatewayFactory, app_url: str, postgres: Postgres
+    gateways: GatewayFactory, app_url: str, postgres: EmbeddedPostgres
 ) -> None:
     small = gateways("--max-response-bytes", "100000")
     started = time.monotonic()
@@ -171,10 +215,11 @@ def test_response_over_the_limit_answers_507_and_stops_the_query(
     assert response.json() == {"message": "response is too large (max is 100000 bytes)"}
     assert time.monotonic() - started < 5
     time.sleep(0.2)
-    with postgres.admin() as conn:
+    with postgres.admin("appdb") as conn:
         running = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%runaway%%' "
-            "AND state = 'active' AND pid <> pg_backend_pid()").fetchone()
+            "AND state = 'active' AND pid <> pg_backend_pid()"
+        ).fetchone()
     assert running == (0,)
     fits = post_sql(small.url, app_url, {"query": "SELECT g FROM generate_series(1, 100) g"})
     assert fits.status_code == 200
@@ -194,7 +239,8 @@ def test_pool_exhausted_past_the_wait_limit_answers_503_with_retry_after(
     import threading
 
     holder = threading.Thread(
-        target=post_sql, args=(tiny.url, app_url, {"query": "SELECT pg_sleep(1.5)"}))
+        target=post_sql, args=(tiny.url, app_url, {"query": "SELECT pg_sleep(1.5)"})
+    )
     holder.start()
     time.sleep(0.3)
     response = post_sql(tiny.url, app_url, {"query": "SELECT 1"})
@@ -205,8 +251,8 @@ def test_pool_exhausted_past_the_wait_limit_answers_503_with_retry_after(
 
 
 def test_database_down_answers_503_with_retry_after_not_a_hang(
-    gateways: GatewayFactory, app_url: str, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    gateways: GatewayFactory, app_url: str, tmp_path: Path
+) -> None:
     nowhere = gateways(upstream=f"postgresql:///?host={tmp_path}&port=5999")
     started = time.monotonic()
     response = post_sql(nowhere.url, app_url, {"query": "SELECT 1"})

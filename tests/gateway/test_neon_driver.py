@@ -20,10 +20,20 @@ def driver_output(gateway: Gateway, app_url: str) -> dict[str, Any]:
     node = shutil.which("node")
     assert node, "Node.js is required for this test (the README's test command installs it)"
     if not (CLIENT_DIR / "node_modules" / "@neondatabase" / "serverless").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=CLIENT_DIR, check=True,
-                       capture_output=True, timeout=300)
-    result = subprocess.run([node, "check.mjs", gateway.url, app_url], cwd=CLIENT_DIR,
-                            capture_output=True, text=True, timeout=60)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=CLIENT_DIR,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    result = subprocess.run(
+        [node, "check.mjs", gateway.url, app_url],
+        cwd=CLIENT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     output: dict[str, Any] = json.loads(result.stdout)
     return output
@@ -38,9 +48,15 @@ def test_driver_runs_parameterised_and_tagged_queries(driver_output: dict[str, A
     assert driver_output["tagged"] == [{"name": "O'Reilly", "list": [1, 2, 3]}]
 
 
-def test_driver_full_results_carry_command_row_count_and_fields(driver_output: dict[str, Any]) -> None:
-    assert driver_output["full"] == {"command": "SELECT", "rowCount": 3,
-                                     "fields": [["g", 23]], "rows": [{"g": 1}, {"g": 2}, {"g": 3}]}
+def test_driver_full_results_carry_command_row_count_and_fields(
+    driver_output: dict[str, Any],
+) -> None:
+    assert driver_output["full"] == {
+        "command": "SELECT",
+        "rowCount": 3,
+        "fields": [["g", 23]],
+        "rows": [{"g": 1}, {"g": 2}, {"g": 3}],
+    }
 
 
 def test_driver_transaction_runs_as_one_batch(driver_output: dict[str, Any]) -> None:
@@ -48,7 +64,7 @@ def test_driver_transaction_runs_as_one_batch(driver_output: dict[str, Any]) -> 
 
 
 def test_driver_gets_neondberror_with_the_sqlstate_of_a_failing_statement(
-    driver_output: dict[str, Any]
+    driver_output: dict[str, Any],
 ) -> None:
     assert driver_output["failure"]["isNeonDbError"] is True
     assert driver_output["failure"]["code"] == "22012"
@@ -56,7 +72,7 @@ def test_driver_gets_neondberror_with_the_sqlstate_of_a_failing_statement(
 
 
 def test_driver_failed_transaction_reports_the_violation_and_commits_nothing(
-    driver_output: dict[str, Any]
+    driver_output: dict[str, Any],
 ) -> None:
     assert driver_output["failedTransaction"]["isNeonDbError"] is True
     assert driver_output["failedTransaction"]["code"] == "23505"

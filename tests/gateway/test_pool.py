@@ -9,12 +9,13 @@ import time
 import httpx
 import pytest
 
-from tests.support.services import GatewayFactory, Postgres
+from devstack.postgres import EmbeddedPostgres
+from tests.support.services import GatewayFactory, server_connections
 from tests.support.sql import post_sql
 
 
-def make_role(postgres: Postgres, name: str) -> str:
-    with postgres.admin() as conn:
+def make_role(postgres: EmbeddedPostgres, name: str) -> str:
+    with postgres.admin("appdb") as conn:
         conn.execute(f"DROP ROLE IF EXISTS {name}")
         conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'pw-{name}'")
     return f"postgresql://{name}:pw-{name}@db.invalid/appdb"
@@ -23,17 +24,18 @@ def make_role(postgres: Postgres, name: str) -> str:
 class ConnectionSampler:
     """Counts a role's server connections in a loop, keeping the highest count seen."""
 
-    def __init__(self, postgres: Postgres, user: str) -> None:
+    def __init__(self, postgres: EmbeddedPostgres, user: str) -> None:
         self.postgres, self.user = postgres, user
         self.highest = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
-        with self.postgres.admin() as conn:
+        with self.postgres.admin("appdb") as conn:
             while not self._stop.is_set():
-                row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s",
-                                   [self.user]).fetchone()
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [self.user]
+                ).fetchone()
                 self.highest = max(self.highest, int(str(row[0])))  # type: ignore[index]
                 time.sleep(0.002)
 
@@ -47,16 +49,21 @@ class ConnectionSampler:
 
 
 async def test_200_concurrent_requests_never_exceed_pool_size_5_and_all_succeed(
-    gateways: GatewayFactory, postgres: Postgres
+    gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
     url = make_role(postgres, "bound_user")
     gateway = gateways("--pool-size", "5", "--acquire-timeout", "30")
     body = {"query": "SELECT pg_sleep(0.01), $1::int AS n"}
     limits = httpx.Limits(max_connections=200)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
         async def one(n: int) -> httpx.Response:
-            return await client.post(f"{gateway.url}/sql", json={**body, "params": [n]},
-                                     headers={"Neon-Connection-String": url})
+            return await client.post(
+                f"{gateway.url}/sql",
+                json={**body, "params": [n]},
+                headers={"Neon-Connection-String": url},
+            )
+
         with ConnectionSampler(postgres, "bound_user") as sampler:
             responses = await asyncio.gather(*(one(n) for n in range(200)))
     assert [r.status_code for r in responses] == [200] * 200
@@ -70,7 +77,7 @@ def backend_pid(gateway_url: str, url: str) -> int:
 
 
 def test_a_healthy_connection_is_reused_and_one_that_saw_an_error_is_replaced(
-    gateways: GatewayFactory, postgres: Postgres
+    gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
     url = make_role(postgres, "reuse_user")
     gateway = gateways("--pool-size", "1")
@@ -83,12 +90,12 @@ def test_a_healthy_connection_is_reused_and_one_that_saw_an_error_is_replaced(
 
 
 def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
-    gateways: GatewayFactory, postgres: Postgres
+    gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
     url = make_role(postgres, "killed_user")
     gateway = gateways("--pool-size", "1")
     pid = backend_pid(gateway.url, url)
-    with postgres.admin() as conn:
+    with postgres.admin("appdb") as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", [pid])
     time.sleep(0.2)
     replacement = backend_pid(gateway.url, url)
@@ -96,7 +103,7 @@ def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
 
 
 def test_a_connection_killed_mid_query_answers_503_and_is_replaced(
-    gateways: GatewayFactory, postgres: Postgres
+    gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
     url = make_role(postgres, "killed_busy_user")
     gateway = gateways("--pool-size", "1")
@@ -104,7 +111,7 @@ def test_a_connection_killed_mid_query_answers_503_and_is_replaced(
 
     def kill_soon() -> None:
         time.sleep(0.3)
-        with postgres.admin() as conn:
+        with postgres.admin("appdb") as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", [pid])
 
     killer = threading.Thread(target=kill_soon)
@@ -117,7 +124,7 @@ def test_a_connection_killed_mid_query_answers_503_and_is_replaced(
 
 
 def test_client_disconnect_cancels_the_query_on_the_server(
-    gateways: GatewayFactory, postgres: Postgres
+    gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
     url = make_role(postgres, "cancel_user")
     gateway = gateways("--pool-size", "2")
@@ -126,10 +133,11 @@ def test_client_disconnect_cancels_the_query_on_the_server(
     deadline = time.monotonic() + 3
     still_running = None
     while time.monotonic() < deadline:
-        with postgres.admin() as conn:
+        with postgres.admin("appdb") as conn:
             still_running = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                "AND query LIKE '%%cancel-me%%' AND pid <> pg_backend_pid()").fetchone()
+                "AND query LIKE '%%cancel-me%%' AND pid <> pg_backend_pid()"
+            ).fetchone()
         if still_running == (0,):
             break
         time.sleep(0.05)
@@ -139,16 +147,16 @@ def test_client_disconnect_cancels_the_query_on_the_server(
 
 
 def test_idle_connections_close_and_the_pool_is_forgotten_after_the_idle_timeout(
-    gateways: GatewayFactory, postgres: Postgres
+    gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
     url = make_role(postgres, "idle_user")
     gateway = gateways("--idle-timeout", "0.4")
     assert post_sql(gateway.url, url, {"query": "SELECT 1"}).status_code == 200
-    assert postgres.server_connections("idle_user") == 1
+    assert server_connections(postgres, "idle_user") == 1
     deadline = time.monotonic() + 5
-    while postgres.server_connections("idle_user") and time.monotonic() < deadline:
+    while server_connections(postgres, "idle_user") and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert postgres.server_connections("idle_user") == 0
+    assert server_connections(postgres, "idle_user") == 0
     time.sleep(0.6)
     metrics = httpx.get(f"{gateway.url}/metrics").text
     assert 'user="idle_user"' not in metrics

@@ -13,70 +13,39 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-import pgserver
-import psycopg
+
+from devstack import postgres as devstack_postgres
+from devstack.postgres import EmbeddedPostgres
 
 APP_USER = "app"
 APP_PASSWORD = "app-secret-пароль"
 APP_DATABASE = "appdb"
 
 
-@dataclass
-class Postgres:
-    """A real PostgreSQL 16 on a unix socket. `postgres` is a trusted superuser;
-    `app` must authenticate with SCRAM-SHA-256, so Postgres itself refuses bad passwords."""
-
-    data_dir: Path
-    server: pgserver.PostgresServer
-
-    @property
-    def socket_dir(self) -> str:
-        return str(self.data_dir)
-
-    @property
-    def upstream_url(self) -> str:
-        return f"postgresql:///?host={quote(self.socket_dir)}"
-
-    def admin(self) -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(host=self.socket_dir, user="postgres", dbname=APP_DATABASE,
-                               autocommit=True)
-
-    def app_url(self, password: str = APP_PASSWORD, database: str = APP_DATABASE,
-                user: str = APP_USER, host: str = "db.invalid") -> str:
-        # The host is deliberately unroutable: the gateway must never dial it.
-        return f"postgresql://{quote(user)}:{quote(password)}@{host}/{quote(database)}"
-
-    def direct_url(self) -> str:
-        """A libpq URL for the app role straight to the server (no gateway)."""
-        return (f"postgresql://{APP_USER}:{quote(APP_PASSWORD)}@/{APP_DATABASE}"
-                f"?host={quote(self.socket_dir)}")
-
-    def server_connections(self, user: str = APP_USER) -> int:
-        with self.admin() as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [user]
-            ).fetchone()
-        assert row is not None
-        return int(str(row[0]))
+def start_postgres(data_dir: Path) -> EmbeddedPostgres:
+    postgres = devstack_postgres.start(data_dir, stop_at_exit=True)
+    devstack_postgres.ensure_role_and_database(postgres, APP_USER, APP_PASSWORD, APP_DATABASE)
+    return postgres
 
 
-def start_postgres(data_dir: Path) -> Postgres:
-    server = pgserver.get_server(data_dir, cleanup_mode=None)
-    server.psql(
-        f"SET password_encryption = 'scram-sha-256';"
-        f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}';"
-        f"CREATE DATABASE {APP_DATABASE} OWNER {APP_USER};"
-    )
-    (data_dir / "pg_hba.conf").write_text(
-        "local all postgres trust\n"
-        "local all all scram-sha-256\n"
-    )
-    server.psql("SELECT pg_reload_conf();")
-    return Postgres(data_dir=data_dir, server=server)
+def make_app_url(
+    password: str = APP_PASSWORD,
+    database: str = APP_DATABASE,
+    user: str = APP_USER,
+    host: str = "db.invalid",
+) -> str:
+    """A Neon-Connection-String for the app role. The host is deliberately unroutable:
+    the gateway must never dial it."""
+    return f"postgresql://{quote(user)}:{quote(password)}@{host}/{quote(database)}"
 
 
-def stop_postgres(postgres: Postgres) -> None:
-    postgres.server.cleanup()
+def server_connections(postgres: EmbeddedPostgres, user: str) -> int:
+    with postgres.admin() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [user]
+        ).fetchone()
+    assert row is not None
+    return int(str(row[0]))
 
 
 def free_port() -> int:
@@ -110,11 +79,24 @@ class Gateway:
 def start_gateway(upstream: str, log_dir: Path, *options: str) -> Gateway:
     port = free_port()
     log_path = log_dir / f"gateway-{port}.log"
-    args = [sys.executable, "-m", "poolgate.cli", "serve", "--upstream", upstream,
-            "--listen", f"127.0.0.1:{port}", *options]
+    args = [
+        sys.executable,
+        "-m",
+        "poolgate.cli",
+        "serve",
+        "--upstream",
+        upstream,
+        "--listen",
+        f"127.0.0.1:{port}",
+        *options,
+    ]
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        process = subprocess.Popen(
+            args,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path, args)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -132,7 +114,7 @@ def start_gateway(upstream: str, log_dir: Path, *options: str) -> Gateway:
 class GatewayFactory:
     """Starts gateways with given options; all are stopped at the end of the session."""
 
-    def __init__(self, postgres: Postgres, log_dir: Path) -> None:
+    def __init__(self, postgres: EmbeddedPostgres, log_dir: Path) -> None:
         self.postgres = postgres
         self.log_dir = log_dir
         self.started: list[Gateway] = []

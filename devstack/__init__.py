@@ -1,0 +1,1 @@
+"""The local stack: embedded PostgreSQL, the gateway, and (later) the Worker, on loopback."""
