@@ -50,15 +50,15 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], what: str) ->
     raise SystemExit(f"devstack: {what} did not become healthy at {url}")
 
 
-def wait_for_stop_signal(*children: subprocess.Popen[bytes]) -> None:
+def wait_for_stop_signal(children: dict[str, subprocess.Popen[bytes]]) -> None:
     """Block until SIGINT/SIGTERM; a child that dies meanwhile stops the stack too."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     while not stop.wait(0.5):
-        for child in children:
+        for name, child in children.items():
             if child.poll() is not None:
-                raise SystemExit(f"devstack: {child.args[2:4]} exited with {child.returncode}")
+                raise SystemExit(f"devstack: {name} exited with status {child.returncode}")
 
 
 def main() -> int:
@@ -99,7 +99,7 @@ def main() -> int:
             flush=True,
         )
         print("devstack: ready; Ctrl-C stops everything", flush=True)
-        wait_for_stop_signal(gateway)
+        wait_for_stop_signal({"the gateway": gateway})
     finally:
         gateway.terminate()
         gateway.wait(timeout=15)
