@@ -97,15 +97,10 @@ class ConnectionPool:
 
     async def acquire(self, password: str | None) -> psycopg.AsyncConnection[tuple[object, ...]]:
         self.last_used = time.monotonic()
-        self._waiting += 1
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self._settings.acquire_timeout)
-        except TimeoutError:
-            raise Unavailable(
-                f"no pooled connection became free within {self._settings.acquire_timeout:g} s"
-            ) from None
-        finally:
-            self._waiting -= 1
+        if self._slots.locked():
+            await self._wait_for_slot()
+        else:
+            await self._slots.acquire()  # free slot: no timer needed
         try:
             connection = await self._reuse() if self._is_verified(password) else None
             if connection is None:
@@ -115,6 +110,17 @@ class ConnectionPool:
             raise
         self._in_use += 1
         return connection
+
+    async def _wait_for_slot(self) -> None:
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._settings.acquire_timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"no pooled connection became free within {self._settings.acquire_timeout:g} s"
+            ) from None
+        finally:
+            self._waiting -= 1
 
     async def _reuse(self) -> psycopg.AsyncConnection[tuple[object, ...]] | None:
         while self._idle:
