@@ -39,9 +39,9 @@ wrk.headers["Neon-Array-Mode"] = "true"
 request = function()
   local id = math.random(1, 10000)
   return wrk.format(nil, "/sql", nil,
-    '{"query":"%s","params":[' .. id .. ']}')
+    '{"query":"QUERY","params":[' .. id .. ']}')
 end
-""" % QUERY
+""".replace("QUERY", QUERY)
 
 
 def prepare_database(data_dir: Path) -> embedded.EmbeddedPostgres:
@@ -50,8 +50,10 @@ def prepare_database(data_dir: Path) -> embedded.EmbeddedPostgres:
     with postgres.admin(DATABASE) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_users")
         conn.execute("CREATE TABLE bench_users (id int PRIMARY KEY, name text, email text)")
-        conn.execute("INSERT INTO bench_users SELECT g, 'user ' || g, 'u' || g || '@example.com'"
-                     " FROM generate_series(1, 10000) g")
+        conn.execute(
+            "INSERT INTO bench_users SELECT g, 'user ' || g, 'u' || g || '@example.com'"
+            " FROM generate_series(1, 10000) g"
+        )
         conn.execute("ALTER TABLE bench_users OWNER TO bench")
         conn.execute("ANALYZE bench_users")
     return postgres
@@ -62,8 +64,12 @@ def start(args: list[str], url: str) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            httpx.post(url, json={"query": "SELECT 1", "params": []}, timeout=1,
-                       headers={"Neon-Connection-String": CONNECTION_STRING})
+            httpx.post(
+                url,
+                json={"query": "SELECT 1", "params": []},
+                timeout=1,
+                headers={"Neon-Connection-String": CONNECTION_STRING},
+            )
             return process
         except httpx.TransportError:
             time.sleep(0.1)
@@ -74,9 +80,19 @@ def start(args: list[str], url: str) -> subprocess.Popen[bytes]:
 def run_wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, float]:
     threads = min(2, connections)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
-         str(script), url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "BENCH_CONNECTION_STRING": CONNECTION_STRING},
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -106,8 +122,16 @@ def main() -> None:
     postgres = prepare_database(work / "pg")
     dsn = f"postgresql://{USER}:{quote(PASSWORD)}@/{DATABASE}?host={quote(postgres.socket_dir)}"
     python = sys.executable
-    gateway = [python, "-m", "poolgate.cli", "serve", "--upstream", postgres.upstream_url,
-               "--pool-size", "10"]
+    gateway = [
+        python,
+        "-m",
+        "poolgate.cli",
+        "serve",
+        "--upstream",
+        postgres.upstream_url,
+        "--pool-size",
+        "10",
+    ]
     stacks = {
         "poolgate (aiohttp + psycopg, full protocol, DISCARD ALL reset)": gateway,
         "poolgate, --reset-query none": [*gateway, "--reset-query", "none"],
@@ -132,8 +156,9 @@ def main() -> None:
             try:
                 results[name] = {}
                 for count in clients:
-                    runs = [run_wrk(url, count, options.seconds, script)
-                            for _ in range(options.passes)]
+                    runs = [
+                        run_wrk(url, count, options.seconds, script) for _ in range(options.passes)
+                    ]
                     results[name][count] = {
                         "rps": statistics.median(r["rps"] for r in runs),
                         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
@@ -152,9 +177,11 @@ def main() -> None:
     print(header + " | RSS after |")
     print("|---" * (len(clients) + 2) + "|")
     for name, by_clients in results.items():
-        cells = [f"{by_clients[c]['rps']:.0f} req/s (p99 {by_clients[c]['p99_ms']:.1f} ms)"
-                 + (f", {by_clients[c]['errors']:.0f} errors" if by_clients[c]["errors"] else "")
-                 for c in clients]
+        cells = [
+            f"{by_clients[c]['rps']:.0f} req/s (p99 {by_clients[c]['p99_ms']:.1f} ms)"
+            + (f", {by_clients[c]['errors']:.0f} errors" if by_clients[c]["errors"] else "")
+            for c in clients
+        ]
         print(f"| {name} | " + " | ".join(cells) + f" | {by_clients[0]['rss_mib']} MiB |")
     (work / "results.json").write_text(json.dumps(results, indent=2))
 

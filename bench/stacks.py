@@ -26,21 +26,24 @@ def aiohttp_asyncpg(port: int, dsn: str) -> None:
         body = await request.json()
         async with request.app["pool"].acquire() as conn:
             rows = await conn.fetch(body["query"], *[int(p) for p in body["params"]])
-        return web.Response(body=json.dumps([list(r) for r in rows], default=str),
-                            content_type="application/json")
+        return web.Response(
+            body=json.dumps([list(r) for r in rows], default=str), content_type="application/json"
+        )
 
     app = web.Application()
     app.cleanup_ctx.append(start)
     app.router.add_post("/sql", sql)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None,
-                loop=uvloop.new_event_loop())
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
+    )
 
 
 def _psycopg_pool(dsn: str) -> Any:
     from psycopg_pool import AsyncConnectionPool
 
-    return AsyncConnectionPool(dsn, min_size=10, max_size=10, open=False,
-                               kwargs={"autocommit": True})
+    return AsyncConnectionPool(
+        dsn, min_size=10, max_size=10, open=False, kwargs={"autocommit": True}
+    )
 
 
 def aiohttp_psycopg(port: int, dsn: str) -> None:
@@ -63,8 +66,9 @@ def aiohttp_psycopg(port: int, dsn: str) -> None:
     app = web.Application()
     app.cleanup_ctx.append(start)
     app.router.add_post("/sql", sql)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None,
-                loop=uvloop.new_event_loop())
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
+    )
 
 
 def starlette_psycopg(port: int, dsn: str) -> None:
@@ -92,8 +96,15 @@ def starlette_psycopg(port: int, dsn: str) -> None:
         return Response(json.dumps(rows, default=str), media_type="application/json")
 
     app = Starlette(routes=[Route("/sql", sql, methods=["POST"])], lifespan=lifespan)
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
 
 
 STACKS = {f.__name__: f for f in (aiohttp_asyncpg, aiohttp_psycopg, starlette_psycopg)}

@@ -1,0 +1,148 @@
+"""The application: a request goes through the router to a handler, and any failure
+through the one error mapper. It knows nothing of the Workers runtime: the adapter
+(or the CPython dev server) hands it a `web.Request` and `Services`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from db.client import Database
+from db.config import ConfigurationError
+from errors import AppError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
+from router import Match, MatchKind, Router
+from web import MAX_BODY_BYTES, Request, Response, json_response
+
+log = logging.getLogger("worker")
+
+NAME = "pooled-worker"
+VERSION = "0.1.0"
+
+
+class NotConfigured(AppError):
+    """Raised when a route needs the database but the Worker has no DATABASE_URL."""
+
+    status, code = 500, "not_configured"
+
+
+@dataclass(slots=True)
+class Services:
+    """What the runtime provides: the database (or why there is none) and a way to run
+    work after the response is sent (`ctx.waitUntil` in Workers)."""
+
+    database: Database | None
+    defer: Callable[[Awaitable[Any]], None]
+    configuration_error: ConfigurationError | None = None
+
+
+@dataclass(slots=True)
+class Context:
+    request: Request
+    params: dict[str, Any]
+    request_id: str
+    services: Services
+    app: App
+
+    @property
+    def db(self) -> Database:
+        if self.services.database is None:
+            raise NotConfigured(str(self.services.configuration_error or "no database"))
+        return self.services.database
+
+
+Handler = Callable[[Context], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParam:
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One row of the route table: everything the router and /openapi.json need."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: type | None = None
+    response: Any = None  # a pydantic model, list[Model], or a dict JSON schema
+    status: int = 200
+    query: tuple[QueryParam, ...] = ()
+    errors: tuple[int, ...] = ()
+
+
+class App:
+    def __init__(self, routes: Sequence[RouteSpec]) -> None:
+        self.routes = tuple(routes)
+        self.router: Router[RouteSpec] = Router()
+        for spec in self.routes:
+            self.router.add(spec.method, spec.path, spec)
+
+    async def handle(self, request: Request, services: Services) -> Response:
+        request_id = request.headers.get("cf-ray") or str(uuid.uuid4())
+        started = time.perf_counter()
+        try:
+            response = await self._dispatch(request, request_id, services)
+        except Exception as exc:  # every failure is answered by the one mapper
+            response = error_response(exc, request_id)
+        if request.method == "HEAD":
+            response.headers["content-length"] = str(len(response.body))
+            response.body = b""
+        response.headers["x-request-id"] = request_id
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        if services.database is not None:
+            services.defer(
+                _write_log_row(services.database, request, response, request_id, duration_ms)
+            )
+        return response
+
+    async def _dispatch(self, request: Request, request_id: str, services: Services) -> Response:
+        match: Match[RouteSpec] = self.router.match(request.method, request.path)
+        if match.kind is MatchKind.PARTIAL:
+            raise MethodNotAllowed(match.allowed)
+        if match.kind is MatchKind.NONE or match.route is None:
+            canonical = self.router.canonical_path(request.path)
+            if canonical is not None:
+                return _redirect(canonical, request)
+            raise NotFound(f"no route for {request.method} {request.path}")
+        if request.body_too_large or len(request.body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes")
+        context = Context(request, match.params, request_id, services, self)
+        return await match.route.handler.handler(context)
+
+
+def _redirect(path: str, request: Request) -> Response:
+    query = "&".join(f"{k}={v}" for k, v in request.query.items())
+    location = path + (f"?{query}" if query else "")
+    return json_response({"redirect": location}, status=308, headers={"location": location})
+
+
+async def _write_log_row(
+    database: Database, request: Request, response: Response, request_id: str, duration_ms: float
+) -> None:
+    level = "error" if response.status >= 500 else "warning" if response.status >= 400 else "info"
+    meta = {
+        "method": request.method,
+        "path": request.path,
+        "status": response.status,
+        "duration_ms": duration_ms,
+        "request_id": request_id,
+    }
+    try:
+        await database.execute(
+            "INSERT INTO logs (level, message, meta) VALUES ($1, $2, $3)",
+            level,
+            f"{request.method} {request.path} {response.status}",
+            meta,
+        )
+    except Exception as exc:  # a lost log row must never fail the request it describes
+        log.warning("could not write the request log row: %r", exc)

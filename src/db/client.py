@@ -1,0 +1,165 @@
+"""The database client: one HTTP call per query or per transaction.
+
+Every call asks for raw text in array mode and decodes cells by type OID (db.types), so
+values arrive exact. Parameters always travel as params, never inside the SQL. Every
+call has a timeout (from the config) and every failure is raised as a `DatabaseError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from db.config import DatabaseConfig
+from db.errors import DatabaseError, DatabaseUnavailable, ProtocolError, from_reply
+from db.transport import HttpCall, Transport, TransportFailure
+from db.types import decoder_for
+
+
+class Isolation(Enum):
+    SERIALIZABLE = "Serializable"
+    REPEATABLE_READ = "RepeatableRead"
+    READ_COMMITTED = "ReadCommitted"
+    READ_UNCOMMITTED = "ReadUncommitted"
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    text: str
+    params: tuple[Any, ...] = ()
+
+    def __repr__(self) -> str:  # parameter values stay out of logs
+        return f"Statement({self.text!r}, <{len(self.params)} params>)"
+
+
+def sql(text: str, *params: Any) -> Statement:
+    """A statement with `$1`, `$2`, ... placeholders and their values."""
+    return Statement(text, params)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    columns: tuple[str, ...]
+    rows: list[dict[str, Any]]
+    command: str
+    row_count: int | None
+
+
+def encode_param(value: Any) -> Any:
+    """A Python value as the JSON the protocol sends (the endpoint turns it into text)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds()} seconds"
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()  # pair with a ::bytea cast in the SQL
+    if isinstance(value, dict):
+        return value  # the endpoint sends objects as JSON text
+    if isinstance(value, list | tuple):
+        return [encode_param(item) for item in value]  # a Postgres array
+    raise TypeError(f"cannot send a {type(value).__name__} as a query parameter")
+
+
+class Database:
+    """Queries over the pooled HTTP endpoint. The transport is injected (see transport)."""
+
+    def __init__(self, config: DatabaseConfig, transport: Transport) -> None:
+        self._config = config
+        self._transport = transport
+
+    async def run(self, statement: Statement) -> Result:
+        reply = await self._post(
+            {"query": statement.text, "params": [encode_param(p) for p in statement.params]}, {}
+        )
+        return _result(reply)
+
+    async def query(self, text: str, *params: Any) -> list[dict[str, Any]]:
+        return (await self.run(Statement(text, params))).rows
+
+    async def query_one(self, text: str, *params: Any) -> dict[str, Any] | None:
+        rows = await self.query(text, *params)
+        return rows[0] if rows else None
+
+    async def execute(self, text: str, *params: Any) -> int:
+        """Run a write; the number of rows it touched (0 for commands without a count)."""
+        return (await self.run(Statement(text, params))).row_count or 0
+
+    async def transaction(
+        self,
+        statements: Sequence[Statement],
+        *,
+        isolation: Isolation | None = None,
+        read_only: bool = False,
+        deferrable: bool = False,
+    ) -> list[Result]:
+        """All statements in one transaction, in one call: all commit or none do."""
+        headers = {
+            "Neon-Batch-Read-Only": str(read_only).lower(),
+            "Neon-Batch-Deferrable": str(deferrable).lower(),
+        }
+        if isolation is not None:
+            headers["Neon-Batch-Isolation-Level"] = isolation.value
+        body = {
+            "queries": [
+                {"query": s.text, "params": [encode_param(p) for p in s.params]} for s in statements
+            ]
+        }
+        reply = await self._post(body, headers)
+        results = reply.get("results")
+        if not isinstance(results, list) or len(results) != len(statements):
+            raise ProtocolError("a batch answer must hold one result per statement")
+        return [_result(item) for item in results]
+
+    async def _post(self, body: dict[str, Any], extra_headers: dict[str, str]) -> dict[str, Any]:
+        headers = {
+            "Content-Type": "application/json",
+            "Neon-Connection-String": self._config.connection_string,
+            "Neon-Raw-Text-Output": "true",
+            "Neon-Array-Mode": "true",
+            **extra_headers,
+        }
+        call = HttpCall(
+            self._config.endpoint, headers, json.dumps(body).encode(), self._config.timeout
+        )
+        try:
+            reply = await self._transport(call)
+        except TransportFailure as exc:
+            raise DatabaseUnavailable(exc.reason) from None
+        if reply.status != 200:
+            raise from_reply(reply.status, reply.body)
+        try:
+            decoded = json.loads(reply.body)
+        except ValueError:
+            raise ProtocolError("the database endpoint answered 200 without JSON") from None
+        if not isinstance(decoded, dict):
+            raise ProtocolError("the database endpoint answered 200 with a non-object")
+        return decoded
+
+
+def _result(answer: Any) -> Result:
+    try:
+        fields = answer["fields"]
+        names = tuple(str(field["name"]) for field in fields)
+        decoders = [decoder_for(int(field["dataTypeID"])) for field in fields]
+        rows = [
+            {
+                name: None if cell is None else decode(cell)
+                for name, decode, cell in zip(names, decoders, row, strict=True)
+            }
+            for row in answer["rows"]
+        ]
+        return Result(names, rows, str(answer.get("command") or ""), answer.get("rowCount"))
+    except DatabaseError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"unreadable result from the database endpoint: {exc}") from None

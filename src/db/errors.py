@@ -1,0 +1,127 @@
+"""Database errors, translated once from the endpoint's reply (see `from_reply`).
+
+DatabaseError               anything that went wrong reaching or using the database
+├── DatabaseUnavailable     network failure, timeout, 5xx, credentials refused
+├── ProtocolError           the endpoint answered something this client cannot read
+├── ResultTooLarge          the endpoint refused to send a result that large
+└── QueryError              Postgres raised an error (carries SQLSTATE and fields)
+    ├── IntegrityError      class 23
+    │   ├── UniqueViolation         23505
+    │   ├── ForeignKeyViolation     23503
+    │   ├── CheckViolation          23514
+    │   └── NotNullViolation        23502
+    ├── InvalidValue        class 22: a value Postgres cannot accept (22P02, 22003, ...)
+    └── Retryable           40001, 40P01, 55P03, 57014, class 53: try again later
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class DatabaseError(Exception):
+    """Base class; `reason` says what happened in words fit for a log or an API answer."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DatabaseUnavailable(DatabaseError):
+    """Raised when the endpoint cannot be reached, times out, or answers 5xx."""
+
+
+class ProtocolError(DatabaseError):
+    """Raised when the endpoint's answer is not what the protocol promises."""
+
+
+class ResultTooLarge(DatabaseError):
+    """Raised when the endpoint refused to send a result over its size limit (507)."""
+
+
+class QueryError(DatabaseError):
+    """Raised for an error Postgres reported; every field the endpoint sent is kept."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        super().__init__(str(fields.get("message") or "query failed"))
+        self.message = self.reason
+        self.sqlstate: str = str(fields.get("code") or "")
+        self.detail: str | None = fields.get("detail")
+        self.hint: str | None = fields.get("hint")
+        self.constraint: str | None = fields.get("constraint")
+        self.table: str | None = fields.get("table")
+        self.column: str | None = fields.get("column")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sqlstate={self.sqlstate!r}, message={self.message!r})"
+
+
+class IntegrityError(QueryError):
+    """Raised when a write breaks a constraint (SQLSTATE class 23)."""
+
+
+class UniqueViolation(IntegrityError):
+    """Raised when a unique constraint is violated (23505)."""
+
+
+class ForeignKeyViolation(IntegrityError):
+    """Raised when a referenced row does not exist or is still referenced (23503)."""
+
+
+class CheckViolation(IntegrityError):
+    """Raised when a CHECK constraint fails (23514)."""
+
+
+class NotNullViolation(IntegrityError):
+    """Raised when NULL goes into a NOT NULL column (23502)."""
+
+
+class InvalidValue(QueryError):
+    """Raised when Postgres cannot accept a value (SQLSTATE class 22)."""
+
+
+class Retryable(QueryError):
+    """Raised for conflicts and overloads that a later attempt may not meet."""
+
+
+_BY_SQLSTATE: dict[str, type[QueryError]] = {
+    "23505": UniqueViolation,
+    "23503": ForeignKeyViolation,
+    "23514": CheckViolation,
+    "23502": NotNullViolation,
+    "40001": Retryable,
+    "40P01": Retryable,
+    "55P03": Retryable,
+    "57014": Retryable,
+}
+_BY_CLASS: dict[str, type[QueryError]] = {"23": IntegrityError, "22": InvalidValue, "53": Retryable}
+# Failures of the connection, not of the statement: the database is unavailable to us.
+_UNAVAILABLE_CLASSES = ("08", "28", "3D", "57P")
+
+
+def query_error(fields: dict[str, Any]) -> DatabaseError:
+    sqlstate = str(fields.get("code") or "")
+    if sqlstate.startswith(_UNAVAILABLE_CLASSES) and sqlstate != "57014":
+        return DatabaseUnavailable(f"the database refused the connection ({sqlstate})")
+    kind = _BY_SQLSTATE.get(sqlstate) or _BY_CLASS.get(sqlstate[:2]) or QueryError
+    return kind(fields)
+
+
+def from_reply(status: int, body: bytes) -> DatabaseError:
+    """The error an endpoint's non-200 reply stands for."""
+    if status >= 500 and status != 507:
+        return DatabaseUnavailable(f"the database endpoint answered {status}")
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        return ProtocolError(f"the database endpoint answered {status} without a JSON error")
+    if status == 507:
+        return ResultTooLarge(str(fields.get("message") or "result too large"))
+    if status == 400 and fields.get("code"):
+        return query_error(fields)
+    return ProtocolError(
+        f"the database endpoint refused the request ({status}): {fields.get('message')}"
+    )

@@ -1,0 +1,166 @@
+"""Application errors, and the one function that turns any failure into a JSON response.
+
+    AppError                  an answer with a status, a machine-readable code, a message
+    ├── BadRequest            400 bad_request: a query parameter or header is invalid
+    ├── MalformedJson         400 malformed_json: the body is not JSON
+    ├── NotFound              404 not_found: no such route or row
+    ├── MethodNotAllowed      405 method_not_allowed: the path exists under other methods
+    ├── Conflict              409 conflict: a unique value is taken
+    ├── PayloadTooLarge       413 payload_too_large: the body is over the limit
+    ├── UnsupportedMediaType  415 unsupported_media_type: a body that is not JSON
+    ├── ValidationFailed      422 validation_failed: fields failed validation (details)
+    └── ServiceUnavailable    503 database_unavailable: retry after a moment
+
+Database errors (db.errors) are translated here too, through one SQLSTATE table, so a
+handler never catches them just to re-raise something else.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from db import errors as db_errors
+from web import Response, json_response
+
+log = logging.getLogger("worker")
+
+
+class AppError(Exception):
+    """Base class: an expected failure answered as JSON."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str | None = None, details: Any = None) -> None:
+        self.message = message or HTTPStatus(self.status).phrase
+        self.details = details
+        super().__init__(self.message)
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(AppError):
+    """Raised when a query parameter, header or path value is invalid."""
+
+    status, code = 400, "bad_request"
+
+
+class MalformedJson(AppError):
+    """Raised when a request body cannot be parsed as JSON."""
+
+    status, code = 400, "malformed_json"
+
+
+class NotFound(AppError):
+    """Raised when no route matches, or the addressed row does not exist."""
+
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(AppError):
+    """Raised when the path exists but not under this method."""
+
+    status, code = 405, "method_not_allowed"
+
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        super().__init__(f"use one of: {', '.join(allowed)}", {"allowed": list(allowed)})
+        self.allowed = allowed
+
+    def headers(self) -> dict[str, str]:
+        return {"allow": ", ".join(self.allowed)}
+
+
+class Conflict(AppError):
+    """Raised when a write collides with existing data (a unique value is taken)."""
+
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(AppError):
+    """Raised when the request body is over the configured limit."""
+
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(AppError):
+    """Raised when a request carries a body that is declared as something other than JSON."""
+
+    status, code = 415, "unsupported_media_type"
+
+
+class ValidationFailed(AppError):
+    """Raised when fields fail validation; `details` lists each field's problem."""
+
+    status, code = 422, "validation_failed"
+
+
+class ServiceUnavailable(AppError):
+    """Raised when the database cannot be reached or is overloaded; worth a retry."""
+
+    status, code = 503, "database_unavailable"
+
+    def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after)}
+
+
+APP_ERRORS: tuple[type[AppError], ...] = (
+    AppError,
+    BadRequest,
+    MalformedJson,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    ServiceUnavailable,
+)
+
+
+def _query_error_details(error: db_errors.QueryError) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in {
+            "constraint": error.constraint,
+            "column": error.column,
+            "detail": error.detail,
+        }.items()
+        if v
+    }
+
+
+def from_database_error(error: db_errors.DatabaseError) -> AppError:
+    """The SQLSTATE table: which database failures mean what to an API client."""
+    if isinstance(error, db_errors.UniqueViolation):
+        return Conflict("a row with this value already exists", _query_error_details(error))
+    if isinstance(error, db_errors.IntegrityError | db_errors.InvalidValue):
+        return ValidationFailed(error.message, _query_error_details(error))
+    if isinstance(error, db_errors.DatabaseUnavailable | db_errors.Retryable):
+        return ServiceUnavailable(f"the database is unavailable: {error.reason}")
+    log.error("database error: %r", error)
+    return AppError()
+
+
+def error_response(error: BaseException, request_id: str) -> Response:
+    """The single place where a failure becomes an HTTP response."""
+    if isinstance(error, db_errors.DatabaseError):
+        error = from_database_error(error)
+    if not isinstance(error, AppError):
+        log.exception("unhandled error in request %s", request_id, exc_info=error)
+        error = AppError()
+    body = {
+        "error": {
+            "code": error.code,
+            "message": error.message,
+            "details": error.details,
+            "request_id": request_id,
+        }
+    }
+    return json_response(body, status=error.status, headers=error.headers())

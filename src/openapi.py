@@ -1,0 +1,101 @@
+"""`/openapi.json`, generated from the route table and the pydantic models."""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from app import NAME, VERSION, RouteSpec
+from router import compile_pattern
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "request_id"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {},
+                "request_id": {"type": "string"},
+            },
+        }
+    },
+}
+_PARAM_SCHEMAS = {
+    "int": {"type": "integer"},
+    "str": {"type": "string"},
+    "uuid": {"type": "string", "format": "uuid"},
+}
+
+
+def _schema(shape: Any, definitions: dict[str, Any]) -> dict[str, Any]:
+    if shape is None:
+        return {"type": "object"}
+    if isinstance(shape, dict):
+        return shape
+    schema = TypeAdapter(shape).json_schema(ref_template="#/components/schemas/{model}")
+    definitions.update(schema.pop("$defs", {}))
+    return schema
+
+
+def build_openapi(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    definitions: dict[str, Any] = {}
+    for spec in routes:
+        _, _, params = compile_pattern(spec.path)
+        path = re.sub(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}", r"{\1}", spec.path)
+        operation: dict[str, Any] = {
+            "summary": spec.summary,
+            "operationId": spec.handler.__name__,
+            "parameters": [
+                {"name": name, "in": "path", "required": True, "schema": _PARAM_SCHEMAS[kind]}
+                for name, kind in params
+            ]
+            + [
+                {
+                    "name": q.name,
+                    "in": "query",
+                    "required": False,
+                    "description": q.description,
+                    "schema": q.schema,
+                }
+                for q in spec.query
+            ],
+            "responses": {
+                str(spec.status): {
+                    "description": HTTPStatus(spec.status).phrase,
+                    "content": {
+                        "application/json": {"schema": _schema(spec.response, definitions)}
+                    },
+                },
+            },
+        }
+        for status in sorted({*spec.errors, 500}):
+            operation["responses"][str(status)] = {
+                "description": HTTPStatus(status).phrase,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        if spec.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _schema(spec.body, definitions)}},
+            }
+        paths.setdefault(path, {})[spec.method.lower()] = operation
+    definitions["Error"] = _ERROR_SCHEMA
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": NAME,
+            "version": VERSION,
+            "description": "A Cloudflare Python Worker reaching PostgreSQL over HTTP "
+            "through a connection pool.",
+        },
+        "paths": paths,
+        "components": {"schemas": definitions},
+    }

@@ -1,0 +1,1 @@
+"""JSON handlers, one module per resource; the route table lives in `table`."""

@@ -1,0 +1,44 @@
+"""Logs: every API request writes one (see app); clients can read and add them."""
+
+from __future__ import annotations
+
+from app import Context
+from inputs import decode_cursor, encode_cursor, parse_body, query_choice, query_int
+from models import Log, LogCreate
+from web import Response, json_response
+
+COLUMNS = "id, level, message, meta, created_at"
+LEVELS = ("debug", "info", "warning", "error")
+
+
+async def list_logs(ctx: Context) -> Response:
+    """Newest first; `?level=` filters, `?limit=` (1-200) bounds, `?cursor=` pages."""
+    limit = query_int(ctx.request, "limit", 50, 1, 200)
+    level = query_choice(ctx.request, "level", LEVELS)
+    before = decode_cursor(ctx.request)
+    rows = await ctx.db.query(
+        f"SELECT {COLUMNS} FROM logs WHERE ($1::bigint IS NULL OR id < $1)"
+        " AND ($2::text IS NULL OR level = $2) ORDER BY id DESC LIMIT $3",
+        before,
+        level,
+        limit + 1,
+    )
+    items = rows[:limit]
+    return json_response(
+        {
+            "items": [Log.model_validate(row).model_dump(mode="json") for row in items],
+            "next_cursor": encode_cursor({"after": items[-1]["id"]}) if len(rows) > limit else None,
+        }
+    )
+
+
+async def create_log(ctx: Context) -> Response:
+    data = parse_body(ctx.request, LogCreate)
+    row = await ctx.db.query_one(
+        f"INSERT INTO logs (level, message, meta) VALUES ($1, $2, $3::jsonb) RETURNING {COLUMNS}",
+        data.level,
+        data.message,
+        data.meta,
+    )
+    assert row is not None
+    return json_response(Log.model_validate(row), status=201)

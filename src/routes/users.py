@@ -1,0 +1,100 @@
+"""Users: keyset-paginated list, get, create, partial update, delete, and their posts."""
+
+from __future__ import annotations
+
+from app import Context
+from db.client import sql
+from errors import NotFound, ValidationFailed
+from inputs import decode_cursor, page, parse_body, query_int
+from models import Post, User, UserCreate, UserUpdate
+from web import Response, json_response
+
+COLUMNS = "id, email, name, created_at, updated_at"
+POST_COLUMNS = "id, author_id, title, body, published, published_at, created_at, updated_at"
+
+
+def user_missing(user_id: int) -> NotFound:
+    return NotFound(f"user {user_id} does not exist")
+
+
+async def list_users(ctx: Context) -> Response:
+    limit = query_int(ctx.request, "limit", 20, 1, 100)
+    after = decode_cursor(ctx.request) or 0
+    rows = await ctx.db.query(
+        f"SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2", after, limit + 1
+    )
+    return json_response(page(rows, limit, User))
+
+
+async def get_user(ctx: Context) -> Response:
+    row = await ctx.db.query_one(f"SELECT {COLUMNS} FROM users WHERE id = $1", ctx.params["id"])
+    if row is None:
+        raise user_missing(ctx.params["id"])
+    return json_response(User.model_validate(row))
+
+
+async def create_user(ctx: Context) -> Response:
+    data = parse_body(ctx.request, UserCreate)
+    row = await ctx.db.query_one(
+        f"INSERT INTO users (email, name) VALUES ($1, $2) RETURNING {COLUMNS}",
+        data.email,
+        data.name,
+    )
+    assert row is not None
+    return json_response(
+        User.model_validate(row), status=201, headers={"location": f"/users/{row['id']}"}
+    )
+
+
+async def update_user(ctx: Context) -> Response:
+    data = parse_body(ctx.request, UserUpdate)
+    given = data.model_fields_set
+    for name in given:
+        if getattr(data, name) is None:
+            raise ValidationFailed(
+                "some fields are invalid", [{"field": name, "message": "may not be null"}]
+            )
+    row = await ctx.db.query_one(
+        "UPDATE users SET"
+        " email = CASE WHEN $2 THEN $3 ELSE email END,"
+        " name = CASE WHEN $4 THEN $5 ELSE name END,"
+        " updated_at = CASE WHEN $2 OR $4 THEN now() ELSE updated_at END"
+        f" WHERE id = $1 RETURNING {COLUMNS}",
+        ctx.params["id"],
+        "email" in given,
+        data.email,
+        "name" in given,
+        data.name,
+    )
+    if row is None:
+        raise user_missing(ctx.params["id"])
+    return json_response(User.model_validate(row))
+
+
+async def delete_user(ctx: Context) -> Response:
+    deleted = await ctx.db.execute("DELETE FROM users WHERE id = $1", ctx.params["id"])
+    if not deleted:
+        raise user_missing(ctx.params["id"])
+    return json_response({"deleted": True, "id": ctx.params["id"]})
+
+
+async def list_user_posts(ctx: Context) -> Response:
+    limit = query_int(ctx.request, "limit", 20, 1, 100)
+    after = decode_cursor(ctx.request) or 0
+    user_id = ctx.params["id"]
+    found, posts = await ctx.db.transaction(
+        [
+            sql("SELECT 1 FROM users WHERE id = $1", user_id),
+            sql(
+                f"SELECT {POST_COLUMNS} FROM posts WHERE author_id = $1 AND id > $2"
+                " ORDER BY id LIMIT $3",
+                user_id,
+                after,
+                limit + 1,
+            ),
+        ],
+        read_only=True,
+    )
+    if not found.rows:
+        raise user_missing(user_id)
+    return json_response(page(posts.rows, limit, Post))
