@@ -6,7 +6,7 @@ import re
 from http import HTTPStatus
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from app import NAME, VERSION, RouteSpec
 from router import compile_pattern
@@ -41,6 +41,9 @@ def _schema(shape: Any, definitions: dict[str, Any]) -> dict[str, Any]:
         return shape
     schema = TypeAdapter(shape).json_schema(ref_template="#/components/schemas/{model}")
     definitions.update(schema.pop("$defs", {}))
+    if isinstance(shape, type) and issubclass(shape, BaseModel):
+        definitions[shape.__name__] = schema
+        return {"$ref": f"#/components/schemas/{shape.__name__}"}
     return schema
 
 

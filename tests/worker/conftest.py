@@ -1,0 +1,123 @@
+"""The Worker's app on CPython, against the real gateway and real Postgres.
+
+Requests go through `App.handle` exactly as the Workers adapter sends them; only the
+transport differs (httpx instead of the runtime's fetch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from app import App, Services
+from db.client import Database
+from db.config import DatabaseConfig
+from db.transport import HttpxTransport
+from devstack.migrate import apply_schema
+from devstack.postgres import EmbeddedPostgres
+from routes.table import build_app
+from tests.support.services import APP_DATABASE, APP_PASSWORD, APP_USER, Gateway, make_app_url
+from web import Request
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WorkerClient:
+    """Sends requests through the app; work the app defers runs before the reply returns."""
+
+    def __init__(self, app: App, database: Database | None) -> None:
+        self.app = app
+        self.database = database
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        json_body: Any = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        body_too_large: bool = False,
+    ) -> Reply:
+        url = urlsplit(target)
+        sent_headers = {k.lower(): v for k, v in (headers or {}).items()}
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            sent_headers.setdefault("content-type", "application/json")
+        deferred: list[Awaitable[Any]] = []
+        services = Services(database=self.database, defer=deferred.append)
+        request = Request(
+            method=method,
+            path=url.path,
+            query=dict(parse_qsl(url.query, keep_blank_values=True)),
+            headers=sent_headers,
+            body=body or b"",
+            body_too_large=body_too_large,
+        )
+        response = await self.app.handle(request, services)
+        await asyncio.gather(*deferred)
+        return Reply(response.status, response.headers, response.body)
+
+    async def get(self, target: str, **kwargs: Any) -> Reply:
+        return await self.request("GET", target, **kwargs)
+
+    async def post(self, target: str, json_body: Any = None, **kwargs: Any) -> Reply:
+        return await self.request("POST", target, json_body=json_body, **kwargs)
+
+    async def patch(self, target: str, json_body: Any = None, **kwargs: Any) -> Reply:
+        return await self.request("PATCH", target, json_body=json_body, **kwargs)
+
+    async def delete(self, target: str, **kwargs: Any) -> Reply:
+        return await self.request("DELETE", target, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def schema(postgres: EmbeddedPostgres) -> None:
+    apply_schema(postgres.direct_url(APP_USER, APP_PASSWORD, APP_DATABASE))
+
+
+def config_for(gateway_url: str, timeout: float = 5.0) -> DatabaseConfig:
+    return DatabaseConfig.from_env(
+        {
+            "DATABASE_URL": make_app_url(),
+            "DATABASE_HTTP_ENDPOINT": f"{gateway_url}/sql",
+            "DATABASE_TIMEOUT_SECONDS": str(timeout),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+async def database(gateway: Gateway, schema: None) -> AsyncIterator[Database]:
+    transport = HttpxTransport()
+    yield Database(config_for(gateway.url), transport)
+    await transport.aclose()
+
+
+@pytest.fixture(scope="session")
+def client(database: Database) -> WorkerClient:
+    return WorkerClient(build_app(), database)
+
+
+@pytest.fixture(autouse=True)
+def empty_tables(request: pytest.FixtureRequest) -> None:
+    """Tests that use the database start from empty tables; others start no services."""
+    if "client" not in request.fixturenames and "database" not in request.fixturenames:
+        return
+    request.getfixturevalue("schema")
+    postgres: EmbeddedPostgres = request.getfixturevalue("postgres")
+    with postgres.admin(APP_DATABASE) as conn:
+        conn.execute("TRUNCATE users, posts, logs RESTART IDENTITY CASCADE")
