@@ -65,6 +65,7 @@ DATABASE_ERRORS = [
 def test_the_database_error_table_covers_every_database_error_class() -> None:
     def subclasses(cls: type) -> set[type]:
         found: set[type] = {cls}
+        sub: type
         for sub in cls.__subclasses__():
             found |= subclasses(sub)
         return found
