@@ -1,13 +1,17 @@
 """`./dev up`: the whole local stack on loopback, until Ctrl-C.
 
-Brings up an embedded PostgreSQL (data kept under .local/), the gateway in front of it,
-and prints what to point a client at.
+1. an embedded PostgreSQL, its data kept between runs (default .local/postgres);
+2. schema.sql applied over the DIRECT url, as a migration would be;
+3. the gateway (poolgate) pooling connections to it;
+4. `.dev.vars` written with the POOLED connection string for the Worker;
+5. the Worker: under `pywrangler dev` when the Workers runtime can start, otherwise the
+   same route table on CPython. The output says which one is running.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import secrets
 import signal
 import subprocess
@@ -20,91 +24,174 @@ from urllib.parse import quote
 import httpx
 
 from devstack import postgres as embedded
+from devstack.migrate import apply_schema
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL = ROOT / ".local"
 APP_USER = "app"
 APP_DATABASE = "app"
 
 
-def app_password() -> str:
-    """The app role's password: made once, kept in .local/ (git-ignored)."""
-    path = LOCAL / "app-password"
+def app_password(state: Path) -> str:
+    """The app role's password: made once, kept beside the data (git-ignored)."""
+    path = state / "app-password"
     if not path.exists():
-        LOCAL.mkdir(exist_ok=True)
+        state.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(18))
         path.chmod(0o600)
     return path.read_text().strip()
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
+def wait_until_answering(url: str, process: subprocess.Popen[bytes], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"devstack: {what} exited during start-up")
+            return False
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
+            httpx.get(url, timeout=1)
+            return True
         except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit(f"devstack: {what} did not become healthy at {url}")
+            time.sleep(0.2)
+    return False
 
 
-def wait_for_stop_signal(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    """Block until SIGINT/SIGTERM; a child that dies meanwhile stops the stack too."""
-    stop = threading.Event()
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_for_stop_signal(children: dict[str, subprocess.Popen[bytes]]) -> int:
+    """Block until SIGINT/SIGTERM (0); a child that dies meanwhile ends the stack (1)."""
+    stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(0.5):
+        signal.signal(signum, lambda *_: stopping.set())
+    while not stopping.wait(0.5):
         for name, child in children.items():
             if child.poll() is not None:
-                raise SystemExit(f"devstack: {name} exited with status {child.returncode}")
+                print(f"devstack: {name} exited with status {child.returncode}", flush=True)
+                return 1
+    return 0
+
+
+def start_worker(runtime: str, port: int, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The Worker process and a sentence saying what it is."""
+    url = f"http://127.0.0.1:{port}/"
+    if runtime in ("auto", "workerd"):
+        print("devstack: starting the Worker under `pywrangler dev` (workerd)...", flush=True)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                ["uv", "run", "pywrangler", "dev", "--ip", "127.0.0.1", "--port", str(port)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        if wait_until_answering(url, process, seconds=120):
+            return process, "the Worker is running in workerd (pywrangler dev)"
+        stop(process)
+        reason = [
+            line for line in log_path.read_text(errors="replace").splitlines() if line.strip()
+        ][-3:]
+        if runtime == "workerd":
+            raise SystemExit("devstack: workerd could not start:\n  " + "\n  ".join(reason))
+        print(
+            "devstack: workerd's Python runtime could not start here (it downloads Pyodide "
+            "at start-up). Its last words:\n  " + "\n  ".join(reason),
+            flush=True,
+        )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path[:0] = ['src', '.'];"
+            "from routes.table import build_app; from devstack.worker_server import serve;"
+            f"serve(build_app(), __import__('pathlib').Path('.dev.vars'), '127.0.0.1', {port})",
+        ],
+        cwd=ROOT,
+    )
+    if not wait_until_answering(url, process, seconds=30):
+        raise SystemExit("devstack: the CPython server for the Worker did not start")
+    return process, (
+        "the Worker's route table is running on CPython (NOT workerd/Pyodide): "
+        "same handlers, httpx instead of the runtime's fetch"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="./dev up", description=__doc__)
-    parser.add_argument("--gateway-port", type=int, default=4444)
-    options = parser.parse_args()
-
-    password = app_password()
-    print("devstack: starting PostgreSQL (data in .local/postgres)", flush=True)
-    database = embedded.start(LOCAL / "postgres", stop_at_exit=True)
-    embedded.ensure_role_and_database(database, APP_USER, password, APP_DATABASE)
-
-    gateway_url = f"http://127.0.0.1:{options.gateway_port}"
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "poolgate.cli",
-            "serve",
-            "--upstream",
-            database.upstream_url,
-            "--listen",
-            f"127.0.0.1:{options.gateway_port}",
-        ],
+    parser = argparse.ArgumentParser(
+        prog="./dev up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--port", type=int, default=8787, help="the Worker (default 8787)")
+    parser.add_argument("--gateway-port", type=int, default=4444, help="default 4444")
+    parser.add_argument(
+        "--runtime",
+        choices=("auto", "workerd", "cpython"),
+        default="auto",
+        help="auto tries workerd first and falls back to CPython",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=ROOT / ".local",
+        help="where the database and its password live (default .local)",
+    )
+    options = parser.parse_args()
+    state: Path = options.state_dir.resolve()
+
+    password = app_password(state)
+    print(f"devstack: starting PostgreSQL (data in {state / 'postgres'})", flush=True)
+    database = embedded.start(state / "postgres", stop_at_exit=True)
+    children: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        wait_until_healthy(f"{gateway_url}/readyz", gateway, "the gateway")
+        embedded.ensure_role_and_database(database, APP_USER, password, APP_DATABASE)
+        apply_schema(database.direct_url(APP_USER, password, APP_DATABASE))
+        print("devstack: schema.sql applied over the direct URL", flush=True)
+
+        gateway_url = f"http://127.0.0.1:{options.gateway_port}"
+        children["the gateway"] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "poolgate.cli",
+                "serve",
+                "--upstream",
+                database.upstream_url,
+                "--listen",
+                f"127.0.0.1:{options.gateway_port}",
+            ],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        if not wait_until_answering(f"{gateway_url}/readyz", children["the gateway"], 30):
+            raise SystemExit("devstack: the gateway did not start")
+
         pooled = f"postgresql://{APP_USER}:{quote(password, safe='')}@localhost/{APP_DATABASE}"
+        (ROOT / ".dev.vars").write_text(
+            "# written by ./dev up: the POOLED connection string and the gateway's endpoint\n"
+            f"DATABASE_URL={pooled}\nDATABASE_HTTP_ENDPOINT={gateway_url}/sql\n"
+        )
+
+        worker, what = start_worker(options.runtime, options.port, state / "workerd.log")
+        children["the Worker"] = worker
         print(
-            json.dumps(
-                {
-                    "gateway": f"{gateway_url}/sql",
-                    "pooled_connection_string": pooled,
-                    "direct_url": database.direct_url(APP_USER, password, APP_DATABASE),
-                },
-                indent=2,
-            ),
+            f"""
+devstack: ready.
+  {what}
+  open      http://127.0.0.1:{options.port}/          (try /users, /health, /openapi.json)
+  gateway   {gateway_url}/sql   metrics {gateway_url}/metrics
+  direct    {database.direct_url(APP_USER, password, APP_DATABASE)}   (migrations only)
+Ctrl-C stops everything.""",
             flush=True,
         )
-        print("devstack: ready; Ctrl-C stops everything", flush=True)
-        wait_for_stop_signal({"the gateway": gateway})
+        return wait_for_stop_signal(children)
     finally:
-        gateway.terminate()
-        gateway.wait(timeout=15)
+        for child in reversed(children.values()):
+            stop(child)
         database.stop()
-    return 0
+        print("devstack: stopped", flush=True)
 
 
 if __name__ == "__main__":

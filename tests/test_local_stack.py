@@ -1,0 +1,122 @@
+"""The README's first command, as a new user runs it: start, use, stop cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.services import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_stack(
+    state_dir: Path, port: int, gateway_port: int, runtime: str, log_path: Path
+) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devstack",
+                "--runtime",
+                runtime,
+                "--port",
+                str(port),
+                "--gateway-port",
+                str(gateway_port),
+                "--state-dir",
+                str(state_dir),
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+def wait_for_ready(process: subprocess.Popen[bytes], log_path: Path, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        if "devstack: ready." in text:
+            return text
+        if process.poll() is not None:
+            pytest.fail(f"the stack exited during start-up:\n{text}")
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"the stack did not become ready:\n{log_path.read_text(errors='replace')}")
+
+
+def stop_stack(process: subprocess.Popen[bytes], state_dir: Path) -> None:
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    assert not (state_dir / "postgres" / "postmaster.pid").exists()
+
+
+@pytest.fixture
+def dev_vars_restored() -> object:
+    """The stack writes .dev.vars in the checkout; put back whatever was there."""
+    path = ROOT / ".dev.vars"
+    before = path.read_bytes() if path.exists() else None
+    yield None
+    if before is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_bytes(before)
+
+
+def test_stack_serves_the_api_keeps_data_between_runs_and_stops_cleanly(
+    tmp_path: Path, dev_vars_restored: object
+) -> None:
+    port, gateway_port = free_port(), free_port()
+    log_path = tmp_path / "stack.log"
+    process = start_stack(tmp_path / "state", port, gateway_port, "cpython", log_path)
+    try:
+        output = wait_for_ready(process, log_path, seconds=90)
+        assert "running on CPython (NOT workerd/Pyodide)" in output
+        assert f"http://127.0.0.1:{port}/" in output
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/health").json()["database"]["reachable"] is True
+        created = httpx.post(f"{base}/users", json={"email": "new@example.com", "name": "New"})
+        assert created.status_code == 201
+        assert [u["email"] for u in httpx.get(f"{base}/users").json()["items"]] == [
+            "new@example.com"
+        ]
+        assert httpx.get(f"http://127.0.0.1:{gateway_port}/readyz").status_code == 200
+    finally:
+        stop_stack(process, tmp_path / "state")
+    # a second run finds the data of the first
+    process = start_stack(tmp_path / "state", port, gateway_port, "cpython", log_path)
+    try:
+        wait_for_ready(process, log_path, seconds=90)
+        users = httpx.get(f"http://127.0.0.1:{port}/users").json()["items"]
+        assert [u["email"] for u in users] == ["new@example.com"]
+    finally:
+        stop_stack(process, tmp_path / "state")
+
+
+def test_auto_mode_says_plainly_which_runtime_serves_the_worker(
+    tmp_path: Path, dev_vars_restored: object
+) -> None:
+    port = free_port()
+    log_path = tmp_path / "stack.log"
+    process = start_stack(tmp_path / "state", port, free_port(), "auto", log_path)
+    try:
+        output = wait_for_ready(process, log_path, seconds=240)
+        in_workerd = "the Worker is running in workerd (pywrangler dev)" in output
+        on_cpython = (
+            "workerd's Python runtime could not start here" in output
+            and "running on CPython (NOT workerd/Pyodide)" in output
+        )
+        assert in_workerd != on_cpython
+        assert httpx.get(f"http://127.0.0.1:{port}/").json()["name"] == "pooled-worker"
+    finally:
+        stop_stack(process, tmp_path / "state")
