@@ -116,15 +116,11 @@ async def _run_statement(
     transformer = adapt.Transformer(_TextContext(cursor.connection))
     encoded_chunks: list[str] = []
     row_count = 0
-    final: pq.abc.PGresult | None = None
-    tag = b""  # in chunked mode libpq puts the command tag on the last chunk, not the end
     convert: Callable[[tuple[Any, ...]], Any] | None = None
-    async for result in cursor.chunks(statement.query, statement.params, ROWS_PER_CHUNK):
-        final = result
-        tag = result.command_status or tag
+
+    def take_chunk(result: pq.abc.PGresult) -> None:
+        nonlocal convert, row_count
         rows_in_chunk = result.ntuples
-        if not rows_in_chunk:
-            continue
         transformer.set_pgresult(result, set_loaders=convert is None)
         if convert is None:
             convert = _row_converter(result, request.raw_text, statement.array_mode)
@@ -133,10 +129,11 @@ async def _run_statement(
         budget.spend(chunk)
         encoded_chunks.append(chunk[1:-1])
         row_count += rows_in_chunk
-    assert final is not None, "a statement always ends with a final result"
+
+    final, tag = await cursor.run(statement.query, statement.params, ROWS_PER_CHUNK, take_chunk)
     head = _encode_head(final, tag.decode(), statement.array_mode)
     budget.spend(head)
-    return head + ",".join(part for part in encoded_chunks if part) + "]}", row_count
+    return head + ",".join(encoded_chunks) + "]}", row_count
 
 
 def _encode_head(final: pq.abc.PGresult, tag: str, array_mode: bool) -> str:

@@ -1,55 +1,79 @@
-"""A cursor that hands over a statement's result in chunks, then its final status.
+"""A cursor that runs one statement and hands its rows over chunk by chunk.
 
-psycopg's own `stream()` yields rows but drops the command tag and refuses statements
-that return no rows; the gateway needs both, and needs the rows in chunks so the
-response-size limit is checked while Postgres is still producing them. This builds on
-the same generators `stream()` uses, pinned to psycopg 3.3 in pyproject.toml.
+psycopg's own `stream()` yields rows but drops the command tag, refuses statements that
+return no rows, and waits on the socket once per chunk. The gateway needs the tag,
+needs every statement kind, and needs the rows in chunks so the response limit is
+checked while Postgres is still producing them. This drives psycopg's generators (the
+ones `execute()` and `stream()` are built from; psycopg is pinned to 3.3) in a single
+wait: each chunk goes to a callback as soon as it arrives.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.abc import PQGen
 from psycopg.generators import fetch
 
 _ROWS = (pq.ExecStatus.TUPLES_CHUNK, pq.ExecStatus.SINGLE_TUPLE)
 _DONE = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 _ACTIVE = pq.TransactionStatus.ACTIVE
 
+ChunkCallback = Callable[[pq.abc.PGresult], None]
+
 
 class ChunkedCursor(psycopg.AsyncRawCursor[tuple[Any, ...]]):
-    """Runs one statement with `$n` placeholders over the extended protocol."""
+    """Runs statements with `$n` placeholders over the extended protocol."""
 
-    async def chunks(
-        self, query: str, params: Sequence[str | None], rows_per_chunk: int
-    ) -> AsyncIterator[pq.abc.PGresult]:
-        """Yield each chunk of rows, then the final result carrying the command tag.
+    async def run(
+        self,
+        query: str,
+        params: Sequence[str | None],
+        rows_per_chunk: int,
+        on_chunk: ChunkCallback,
+    ) -> tuple[pq.abc.PGresult, bytes]:
+        """Run one statement; return its final result and its command tag.
 
-        The final result is the last item yielded; its status is TUPLES_OK or COMMAND_OK.
-        If iteration stops early (an exception, a cancellation), the statement is
-        cancelled on the server and the connection is left for the caller to discard.
+        `on_chunk` sees every chunk of rows in order; an exception it raises stops the
+        statement: it is cancelled on the server and the connection is left for the
+        caller to discard. So is a cancellation of the awaiting task.
         """
         connection = self._conn
         async with connection.lock:
             try:
-                await connection.wait(self._stream_send_gen(query, params, size=rows_per_chunk))
-                while True:
-                    result = await connection.wait(fetch(self._pgconn))
-                    if result is None:
-                        return
-                    status = result.status
-                    if status in _ROWS:
-                        yield result
-                    elif status in _DONE:
-                        while await connection.wait(fetch(self._pgconn)) is not None:
-                            pass
-                        yield result
-                        return
-                    else:
-                        self._raise_for_result(result)
+                return await connection.wait(
+                    self._run_gen(query, params, rows_per_chunk, on_chunk)
+                )
             finally:
                 if self._pgconn.transaction_status == _ACTIVE:
                     await connection._try_cancel()
+
+    def _run_gen(
+        self,
+        query: str,
+        params: Sequence[str | None],
+        rows_per_chunk: int,
+        on_chunk: ChunkCallback,
+    ) -> PQGen[tuple[pq.abc.PGresult, bytes]]:
+        yield from self._stream_send_gen(query, params, size=rows_per_chunk)
+        final: pq.abc.PGresult | None = None
+        tag = b""  # in chunked mode libpq puts the tag on the last chunk, not on the end
+        while (result := (yield from fetch(self._pgconn))) is not None:
+            status = result.status
+            if status in _ROWS:
+                tag = result.command_status or tag
+                on_chunk(result)
+            elif status in _DONE:
+                final = result
+                tag = result.command_status or tag
+            else:
+                # drain what is left so the connection is idle, then raise
+                while (yield from fetch(self._pgconn)) is not None:
+                    pass
+                self._raise_for_result(result)
+        if final is None:
+            raise psycopg.InterfaceError("the statement ended without a final result")
+        return final, tag
