@@ -36,6 +36,18 @@ def parse_body(request: Request, model: type[M]) -> M:
         raise ValidationFailed("some fields are invalid", field_errors(exc)) from None
 
 
+def reject_explicit_nulls(data: BaseModel) -> set[str]:
+    """The fields a partial update sets; None is refused for any of them (422)."""
+    given = data.model_fields_set
+    nulls = sorted(name for name in given if getattr(data, name) is None)
+    if nulls:
+        raise ValidationFailed(
+            "some fields are invalid",
+            [{"field": name, "message": "may not be null"} for name in nulls],
+        )
+    return given
+
+
 def field_errors(error: ValidationError) -> list[dict[str, str]]:
     return [
         {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}

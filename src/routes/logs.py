@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app import Context
-from inputs import decode_cursor, encode_cursor, parse_body, query_choice, query_int
+from inputs import decode_cursor, page, parse_body, query_choice, query_int
 from models import Log, LogCreate
 from web import Response, json_response
 
@@ -23,13 +23,7 @@ async def list_logs(ctx: Context) -> Response:
         level,
         limit + 1,
     )
-    items = rows[:limit]
-    return json_response(
-        {
-            "items": [Log.model_validate(row).model_dump(mode="json") for row in items],
-            "next_cursor": encode_cursor({"after": items[-1]["id"]}) if len(rows) > limit else None,
-        }
-    )
+    return json_response(page(rows, limit, Log))
 
 
 async def create_log(ctx: Context) -> Response:

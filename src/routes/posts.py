@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from app import Context
-from errors import NotFound, ValidationFailed
-from inputs import decode_cursor, page, parse_body, query_bool, query_int
+from errors import NotFound
+from inputs import decode_cursor, page, parse_body, query_bool, query_int, reject_explicit_nulls
 from models import Post, PostCreate, PostUpdate
 from web import Response, json_response
 
@@ -52,12 +52,7 @@ async def create_post(ctx: Context) -> Response:
 
 async def update_post(ctx: Context) -> Response:
     data = parse_body(ctx.request, PostUpdate)
-    given = data.model_fields_set
-    for name in given:
-        if getattr(data, name) is None:
-            raise ValidationFailed(
-                "some fields are invalid", [{"field": name, "message": "may not be null"}]
-            )
+    given = reject_explicit_nulls(data)
     row = await ctx.db.query_one(
         "UPDATE posts SET"
         " title = CASE WHEN $2 THEN $3 ELSE title END,"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from app import Context
 from db.client import sql
-from errors import NotFound, ValidationFailed
-from inputs import decode_cursor, page, parse_body, query_int
+from errors import NotFound
+from inputs import decode_cursor, page, parse_body, query_int, reject_explicit_nulls
 from models import Post, User, UserCreate, UserUpdate
 from web import Response, json_response
 
@@ -48,12 +48,7 @@ async def create_user(ctx: Context) -> Response:
 
 async def update_user(ctx: Context) -> Response:
     data = parse_body(ctx.request, UserUpdate)
-    given = data.model_fields_set
-    for name in given:
-        if getattr(data, name) is None:
-            raise ValidationFailed(
-                "some fields are invalid", [{"field": name, "message": "may not be null"}]
-            )
+    given = reject_explicit_nulls(data)
     row = await ctx.db.query_one(
         "UPDATE users SET"
         " email = CASE WHEN $2 THEN $3 ELSE email END,"

@@ -44,9 +44,7 @@ class ChunkedCursor(psycopg.AsyncRawCursor[tuple[Any, ...]]):
         connection = self._conn
         async with connection.lock:
             try:
-                return await connection.wait(
-                    self._run_gen(query, params, rows_per_chunk, on_chunk)
-                )
+                return await connection.wait(self._run_gen(query, params, rows_per_chunk, on_chunk))
             finally:
                 if self._pgconn.transaction_status == _ACTIVE:
                     await connection._try_cancel()
