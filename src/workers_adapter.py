@@ -106,7 +106,10 @@ class WorkersAdapter:
             self._database = (key, database, problem)
         return self._database[1], self._database[2]
 
-    async def serve(self, request: WorkersRequest, env: Any, ctx: Any) -> WorkersResponse:
+    async def serve(self, request: WorkersRequest | Any, env: Any, ctx: Any) -> WorkersResponse:
+        """Answer one request. `request` may be the SDK's Request or the runtime's JS one."""
+        if not isinstance(request, WorkersRequest):
+            request = WorkersRequest(request)
         database, problem = self._database_for(env)
 
         def defer(work: Awaitable[Any]) -> None:

@@ -6,8 +6,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from devstack.migrate import apply_schema
 from devstack.postgres import EmbeddedPostgres
-from tests.support.services import Gateway, GatewayFactory, make_app_url, start_postgres
+from tests.support.services import (
+    APP_DATABASE,
+    APP_PASSWORD,
+    APP_USER,
+    Gateway,
+    GatewayFactory,
+    make_app_url,
+    start_postgres,
+)
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +39,12 @@ def gateways(
 def gateway(gateways: GatewayFactory) -> Gateway:
     """The default gateway: default limits, pool size 10."""
     return gateways()
+
+
+@pytest.fixture(scope="session")
+def schema(postgres: EmbeddedPostgres) -> None:
+    """schema.sql applied over the direct URL, as the migrate command does."""
+    apply_schema(postgres.direct_url(APP_USER, APP_PASSWORD, APP_DATABASE))
 
 
 @pytest.fixture(scope="session")

@@ -13,16 +13,17 @@ import pytest
 from tests.support.services import Gateway
 
 CLIENT_DIR = Path(__file__).parent / "neon_client"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def driver_output(gateway: Gateway, app_url: str) -> dict[str, Any]:
     node = shutil.which("node")
     assert node, "Node.js is required for this test (the README's test command installs it)"
-    if not (CLIENT_DIR / "node_modules" / "@neondatabase" / "serverless").is_dir():
+    if not (ROOT / "node_modules" / "@neondatabase" / "serverless").is_dir():
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=CLIENT_DIR,
+            cwd=ROOT,
             check=True,
             capture_output=True,
             timeout=300,

@@ -19,10 +19,9 @@ from app import App, Services
 from db.client import Database
 from db.config import DatabaseConfig
 from db.transport import HttpxTransport
-from devstack.migrate import apply_schema
 from devstack.postgres import EmbeddedPostgres
 from routes.table import build_app
-from tests.support.services import APP_DATABASE, APP_PASSWORD, APP_USER, Gateway, make_app_url
+from tests.support.services import APP_DATABASE, Gateway, make_app_url
 from web import Request
 
 
@@ -83,11 +82,6 @@ class WorkerClient:
 
     async def delete(self, target: str, **kwargs: Any) -> Reply:
         return await self.request("DELETE", target, **kwargs)
-
-
-@pytest.fixture(scope="session")
-def schema(postgres: EmbeddedPostgres) -> None:
-    apply_schema(postgres.direct_url(APP_USER, APP_PASSWORD, APP_DATABASE))
 
 
 def config_for(gateway_url: str, timeout: float = 5.0) -> DatabaseConfig:
