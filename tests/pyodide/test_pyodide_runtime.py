@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,14 @@ def sdk_wheel() -> Path:
     """The same SDK version the type checks use, as a local wheel file."""
     wheel = WHEEL_DIR / SDK_WHEEL
     if not wheel.exists():
+        # the project's venv has no pip; uv runs one from PyPI for this download only
         subprocess.run(
             [
-                sys.executable,
-                "-m",
+                "uv",
+                "tool",
+                "run",
+                "--from",
+                "pip",
                 "pip",
                 "download",
                 "--quiet",
