@@ -18,6 +18,8 @@ from aiohttp import web
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
+from poolgate.cache import Clock, QueryCache
+from poolgate.cache_stores import CacheStore, MemoryStore, RedisStore
 from poolgate.config import Settings
 from poolgate.errors import (
     BadRequest,
@@ -27,10 +29,9 @@ from poolgate.errors import (
     RouteNotFound,
     Unavailable,
 )
-from poolgate.execute import run_request
 from poolgate.metrics import CONTENT_TYPE, Metrics
 from poolgate.pool import PoolRegistry
-from poolgate.protocol import parse_sql_request
+from poolgate.sql_service import SqlService
 
 log = logging.getLogger("poolgate.http")
 
@@ -41,8 +42,10 @@ _CORS_HEADERS = {
     "Access-Control-Allow-Headers": (
         "Authorization, Content-Type, Neon-Connection-String, Neon-Raw-Text-Output, "
         "Neon-Array-Mode, Neon-Batch-Isolation-Level, Neon-Batch-Read-Only, "
-        "Neon-Batch-Deferrable"
+        "Neon-Batch-Deferrable, Poolgate-Cache-TTL, Poolgate-Cache-SWR, Poolgate-Cache-Tags, "
+        "Poolgate-Invalidate-Tags"
     ),
+    "Access-Control-Expose-Headers": "Neon-Request-Id, Poolgate-Cache-Status, Age",
     "Access-Control-Max-Age": "86400",
 }
 
@@ -51,19 +54,38 @@ _OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 SETTINGS = web.AppKey("settings", Settings)
 POOLS = web.AppKey("pools", PoolRegistry)
 METRICS = web.AppKey("metrics", Metrics)
+SERVICE = web.AppKey("service", SqlService)
+CACHE_BYTES = web.AppKey("cache_bytes", list[int])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(settings: Settings) -> web.Application:
+def make_store(settings: Settings) -> CacheStore | None:
+    if settings.cache == "off":
+        return None
+    if settings.cache == "memory":
+        return MemoryStore(settings.cache_max_bytes)
+    return RedisStore(settings.cache)
+
+
+def create_app(settings: Settings, clock: Clock = time.time) -> web.Application:
+    """The gateway. `clock` dates cache entries (tests pass one they control)."""
     pools = PoolRegistry(settings)
+    store = make_store(settings)
+    cache = QueryCache(store, clock) if store is not None else None
     app = web.Application(
         client_max_size=settings.max_request_bytes, middlewares=[_request_middleware]
     )
     app[SETTINGS] = settings
     app[POOLS] = pools
-    app[METRICS] = Metrics(pools.stats)
+    app[SERVICE] = SqlService(settings, pools, cache)
+    cache_bytes = [0]
+    app[CACHE_BYTES] = cache_bytes
+    app[METRICS] = Metrics(
+        pools.stats, None if cache is None else (cache.counters, lambda: cache_bytes[0])
+    )
     app.router.add_route("*", "/sql", _sql)
+    app.router.add_post("/invalidate", _invalidate)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -86,6 +108,9 @@ async def _pool_lifecycle(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
     await pools.close()
+    cache = app[SERVICE].cache
+    if cache is not None:
+        await cache.store.close()
 
 
 @web.middleware
@@ -107,6 +132,8 @@ async def _request_middleware(request: web.Request, handler: Handler) -> web.Str
         outcome = _outcome_name(error)
         sqlstate = error.sqlstate
     response.headers["Neon-Request-Id"] = request_id
+    if request.path == "/sql" and request.method == "POST":
+        response.headers.setdefault("Poolgate-Cache-Status", "none")
     response.headers.setdefault("Access-Control-Allow-Origin", "*")
     _record(request, response.status, started, outcome, sqlstate)
     return response
@@ -171,18 +198,27 @@ async def _sql(request: web.Request) -> web.Response:
         return web.Response(status=200, headers={**_CORS_HEADERS, "Allow": "OPTIONS, POST"})
     if request.method != "POST":
         raise _bad_method(request.method)
-    settings = request.app[SETTINGS]
-    if request.content_length is not None and request.content_length > settings.max_request_bytes:
-        raise RequestTooLarge(settings.max_request_bytes)
+    answer = await request.app[SERVICE].answer(request.headers, await _read_body(request))
+    request["rows"] = answer.outcome.row_count
+    headers = {"Poolgate-Cache-Status": answer.cache_status}
+    if answer.age is not None:
+        headers["Age"] = str(answer.age)
+    return web.Response(body=answer.outcome.body, content_type=JSON_TYPE, headers=headers)
+
+
+async def _invalidate(request: web.Request) -> web.Response:
+    dropped = await request.app[SERVICE].invalidate(request.headers, await _read_body(request))
+    return web.json_response({"invalidated": dropped})
+
+
+async def _read_body(request: web.Request) -> bytes:
+    limit = request.app[SETTINGS].max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestTooLarge(limit)
     try:
-        body = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise RequestTooLarge(settings.max_request_bytes) from None
-    sql_request = parse_sql_request(request.headers, body)
-    async with request.app[POOLS].connection(sql_request.credentials) as connection:
-        outcome = await run_request(connection, sql_request, settings.max_response_bytes)
-    request["rows"] = outcome.row_count
-    return web.Response(body=outcome.body, content_type=JSON_TYPE)
+        raise RequestTooLarge(limit) from None
 
 
 def _bad_method(method: str) -> GatewayError:
@@ -208,4 +244,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    cache = request.app[SERVICE].cache
+    if cache is not None:
+        request.app[CACHE_BYTES][0] = await cache.store.bytes_held()
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})

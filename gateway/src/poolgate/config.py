@@ -33,6 +33,8 @@ class Settings:
     max_response_bytes: int = 10 * MiB
     idle_timeout: float = 300.0
     reset_query: str = "DISCARD ALL"
+    cache: str = "memory"  # "memory", "off", or a redis:// URL shared by replicas
+    cache_max_bytes: int = 64 * MiB
 
 
 # (option, environment variable, help)
@@ -85,6 +87,17 @@ _OPTIONS = (
         "SQL run on a connection before it is reused by the next request, so no session "
         "state leaks between requests (default 'DISCARD ALL'; 'none' to skip)",
     ),
+    (
+        "--cache",
+        "POOLGATE_CACHE",
+        "query cache: memory (default, in this process), off, or redis://host:port/db to "
+        "share entries and invalidations between replicas",
+    ),
+    (
+        "--cache-max-bytes",
+        "POOLGATE_CACHE_MAX_BYTES",
+        "bound of the in-process cache in bytes (default 64 MiB)",
+    ),
 )
 
 
@@ -119,7 +132,15 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         max_response_bytes=_positive_int("--max-response-bytes", args.max_response_bytes, 10 * MiB),
         idle_timeout=_positive_seconds("--idle-timeout", args.idle_timeout, 300.0),
         reset_query="" if reset.strip().lower() == "none" else reset,
+        cache=parse_cache(args.cache or "memory"),
+        cache_max_bytes=_positive_int("--cache-max-bytes", args.cache_max_bytes, 64 * MiB),
     )
+
+
+def parse_cache(value: str) -> str:
+    if value in ("memory", "off") or value.startswith(("redis://", "rediss://", "unix://")):
+        return value
+    raise ConfigError(f"--cache must be memory, off or a redis:// URL, got {value!r}")
 
 
 def parse_upstream(url: str) -> dict[str, str]:

@@ -64,9 +64,15 @@ class _TextContext:
 
 
 async def run_request(
-    connection: psycopg.AsyncConnection[Any], request: SqlRequest, max_response_bytes: int
+    connection: psycopg.AsyncConnection[Any],
+    request: SqlRequest,
+    max_response_bytes: int,
+    read_only: bool = False,
 ) -> Outcome:
     """Run a single query, or a batch in one transaction (committed only if all succeed).
+
+    `read_only` runs a single query inside a READ ONLY transaction too (what the cache
+    requires of anything it stores).
 
     Raises `QueryFailed` for a Postgres error, `ResponseTooLarge` past the limit and
     `Unavailable` if the connection is lost. After any exception the connection's state
@@ -76,8 +82,13 @@ async def run_request(
     cursor = ChunkedCursor(connection)
     cursor._adapters = _TEXT_ONLY  # parameters dumped as untyped text
     try:
-        if request.batch is None:
+        if request.batch is None and not read_only:
             body, rows = await _run_statement(cursor, request.statements[0], request, budget)
+            return Outcome(body.encode(), rows)
+        if request.batch is None:
+            await connection.execute(b"BEGIN READ ONLY")
+            body, rows = await _run_statement(cursor, request.statements[0], request, budget)
+            await connection.execute(b"COMMIT")
             return Outcome(body.encode(), rows)
         await connection.execute(request.batch.begin_statement().encode())
         bodies: list[str] = []

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from poolgate.cache import CacheCounters
 from poolgate.pool import PoolStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -38,10 +39,43 @@ class _PoolCollector(Collector):
         yield from (size, in_use, waiting)
 
 
+class _CacheCollector(Collector):
+    def __init__(self, counters: CacheCounters, bytes_held: Callable[[], int]) -> None:
+        self._counters = counters
+        self._bytes_held = bytes_held
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self._counters
+        for name, help_text, value in (
+            ("poolgate_cache_hits", "Answers served fresh from the cache", counters.hits),
+            (
+                "poolgate_cache_stale_hits",
+                "Stale answers served while refreshing",
+                counters.stale_hits,
+            ),
+            ("poolgate_cache_misses", "Cacheable requests that ran upstream", counters.misses),
+            ("poolgate_cache_refreshes", "Background refreshes started", counters.refreshes),
+            ("poolgate_cache_invalidations", "Invalidation requests", counters.invalidations),
+            (
+                "poolgate_cache_entries_invalidated",
+                "Entries dropped by invalidation",
+                counters.entries_invalidated,
+            ),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)
+        yield GaugeMetricFamily(
+            "poolgate_cache_bytes", "Bytes held by the cache", value=self._bytes_held()
+        )
+
+
 class Metrics:
     """One registry per gateway, so several gateways can live in one process (tests)."""
 
-    def __init__(self, pool_stats: Callable[[], Iterable[PoolStats]]) -> None:
+    def __init__(
+        self,
+        pool_stats: Callable[[], Iterable[PoolStats]],
+        cache: tuple[CacheCounters, Callable[[], int]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "poolgate_requests", "HTTP requests by outcome", ["outcome"], registry=self.registry
@@ -60,6 +94,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(pool_stats))
+        if cache is not None:
+            self.registry.register(_CacheCollector(*cache))
 
     def observe(self, outcome: str, seconds: float, sqlstate: str | None) -> None:
         self.requests.labels(outcome).inc()

@@ -90,7 +90,8 @@ class ConnectionPool:
     def _digest(self, password: str | None) -> bytes:
         return hashlib.blake2b((password or "").encode(), key=self._salt).digest()
 
-    def _is_verified(self, password: str | None) -> bool:
+    def accepts(self, password: str | None) -> bool:
+        """Whether this password is the one Postgres last accepted for this pool."""
         return self._verifier is not None and hmac.compare_digest(
             self._verifier, self._digest(password)
         )
@@ -102,7 +103,7 @@ class ConnectionPool:
         else:
             await self._slots.acquire()  # free slot: no timer needed
         try:
-            connection = await self._reuse() if self._is_verified(password) else None
+            connection = await self._reuse() if self.accepts(password) else None
             if connection is None:
                 connection = await self._connect(password)
         except BaseException:
@@ -154,7 +155,7 @@ class ConnectionPool:
         except psycopg.Error as exc:
             raise classify_connect_error(exc) from None
         self._open += 1
-        if not self._is_verified(password):
+        if not self.accepts(password):
             self._verifier = self._digest(password)
         return connection
 
@@ -253,6 +254,13 @@ class PoolRegistry:
             task = asyncio.get_running_loop().create_task(pool.release(connection, reusable))
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
+
+    async def authenticate(self, credentials: Credentials) -> None:
+        """Prove the credentials without running anything for the caller (cache hits,
+        invalidations): free if they are the ones last accepted, else a fresh login."""
+        if not self.pool_for(credentials).accepts(credentials.password):
+            async with self.connection(credentials):
+                pass
 
     async def sweep(self) -> None:
         """Close connections idle past the timeout; forget pools (and passwords) unused."""

@@ -1,0 +1,113 @@
+"""The query cache: fresh hits, stale-while-revalidate, coalesced misses, invalidation.
+
+Only answers produced inside a read-only transaction are stored (the caller guarantees
+it; see app), so a write can never be answered from here. Ages come from an injectable
+clock, so tests drive TTL and SWR transitions without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from poolgate.cache_policy import CachePolicy
+from poolgate.cache_stores import CacheStore, Entry
+from poolgate.execute import Outcome
+
+log = logging.getLogger("poolgate.cache")
+
+Clock = Callable[[], float]
+Upstream = Callable[[], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    outcome: Outcome
+    status: str  # "ttl" (fresh hit), "swr" (stale hit), "miss"
+    age: int  # whole seconds since the answer was produced
+
+
+@dataclass(slots=True)
+class CacheCounters:
+    hits: int = 0
+    stale_hits: int = 0
+    misses: int = 0
+    invalidations: int = 0
+    entries_invalidated: int = 0
+    refreshes: int = 0
+
+
+class QueryCache:
+    def __init__(self, store: CacheStore, clock: Clock = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.counters = CacheCounters()
+        self._inflight: dict[str, asyncio.Task[Outcome]] = {}
+
+    async def answer(
+        self, key: str, policy: CachePolicy, tags: tuple[str, ...], upstream: Upstream
+    ) -> CachedAnswer:
+        """The cached answer for `key` if fresh (or stale within its SWR window, which
+        also starts one background refresh); otherwise the upstream's, shared by every
+        concurrent request for the same key and stored for the next ones."""
+        entry = await self.store.get(key)
+        if entry is not None:
+            age = self.clock() - entry.created
+            outcome = Outcome(entry.body, entry.row_count)
+            if age < entry.ttl:
+                self.counters.hits += 1
+                return CachedAnswer(outcome, "ttl", int(age))
+            if age < entry.ttl + entry.swr:
+                self.counters.stale_hits += 1
+                self._start(key, policy, tags, upstream, refresh=True)
+                return CachedAnswer(outcome, "swr", int(age))
+        self.counters.misses += 1
+        task = self._start(key, policy, tags, upstream, refresh=False)
+        # shielded: a client that goes away does not cancel the work others wait on
+        return CachedAnswer(await asyncio.shield(task), "miss", 0)
+
+    async def invalidate(self, tags: tuple[str, ...]) -> int:
+        dropped = await self.store.invalidate(tags)
+        self.counters.invalidations += 1
+        self.counters.entries_invalidated += dropped
+        return dropped
+
+    def _start(
+        self,
+        key: str,
+        policy: CachePolicy,
+        tags: tuple[str, ...],
+        upstream: Upstream,
+        refresh: bool,
+    ) -> asyncio.Task[Outcome]:
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._fetch_and_store(key, policy, tags, upstream)
+            )
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done, refresh))
+            if refresh:
+                self.counters.refreshes += 1
+        return task
+
+    def _finished(self, key: str, task: asyncio.Task[Outcome], refresh: bool) -> None:
+        self._inflight.pop(key, None)
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved here, so a failure is never "unretrieved"
+        if error is not None and refresh:
+            log.warning("background refresh failed: %r", error)
+
+    async def _fetch_and_store(
+        self, key: str, policy: CachePolicy, tags: tuple[str, ...], upstream: Upstream
+    ) -> Outcome:
+        versions = await self.store.versions(tags)
+        produced = self.clock()
+        outcome = await upstream()
+        entry = Entry(outcome.body, produced, policy.ttl, policy.swr, tags, outcome.row_count)
+        await self.store.put(key, entry, versions, self.clock())
+        return outcome

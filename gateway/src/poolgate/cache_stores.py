@@ -1,0 +1,221 @@
+"""Where cached answers live: in this process (bounded in bytes), or in Redis (shared by
+every gateway replica, with invalidation seen by all).
+
+Both keep a version counter per tag. A read records the versions of its tags before it
+runs the query, and its answer is stored only if none of them moved meanwhile: a write
+that invalidated a tag while the read was in flight can never be shadowed by the read's
+older answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+_ENTRY_OVERHEAD = 200  # bytes of bookkeeping counted per entry besides its body and tags
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    body: bytes
+    created: float  # the gateway clock's seconds when the answer was produced
+    ttl: float
+    swr: float
+    tags: tuple[str, ...]
+    row_count: int
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + sum(len(tag) for tag in self.tags) + _ENTRY_OVERHEAD
+
+
+class CacheStore(Protocol):
+    async def get(self, key: str) -> Entry | None: ...
+
+    async def versions(self, tags: tuple[str, ...]) -> tuple[int, ...]: ...
+
+    async def put(self, key: str, entry: Entry, versions: tuple[int, ...], now: float) -> bool:
+        """Store unless a tag's version differs from `versions`; True if stored."""
+        ...
+
+    async def invalidate(self, tags: tuple[str, ...]) -> int:
+        """Drop every entry carrying one of `tags`; the number dropped."""
+        ...
+
+    async def bytes_held(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """LRU in this process, bounded by `max_bytes` (entries' bodies, tags and bookkeeping)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._by_tag: dict[str, set[str]] = {}
+        self._versions: dict[str, int] = {}
+        self._bytes = 0
+
+    async def get(self, key: str) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    async def versions(self, tags: tuple[str, ...]) -> tuple[int, ...]:
+        return tuple(self._versions.get(tag, 0) for tag in tags)
+
+    async def put(self, key: str, entry: Entry, versions: tuple[int, ...], now: float) -> bool:
+        if await self.versions(entry.tags) != versions or entry.size > self.max_bytes:
+            return False
+        self._drop(key)
+        self._entries[key] = entry
+        self._bytes += entry.size
+        for tag in entry.tags:
+            self._by_tag.setdefault(tag, set()).add(key)
+        self._evict(now)
+        return True
+
+    async def invalidate(self, tags: tuple[str, ...]) -> int:
+        dropped = 0
+        for tag in tags:
+            self._versions[tag] = self._versions.get(tag, 0) + 1
+            for key in self._by_tag.pop(tag, set()):
+                dropped += self._drop(key)
+        return dropped
+
+    async def bytes_held(self) -> int:
+        return self._bytes
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+    def _drop(self, key: str) -> int:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return 0
+        self._bytes -= entry.size
+        for tag in entry.tags:
+            keys = self._by_tag.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_tag[tag]
+        return 1
+
+    def _evict(self, now: float) -> None:
+        """Expired entries first, then least recently used, until under the bound."""
+        if self._bytes <= self.max_bytes:
+            return
+        for key in [k for k, e in self._entries.items() if now - e.created >= e.ttl + e.swr]:
+            self._drop(key)
+        while self._bytes > self.max_bytes and self._entries:
+            self._drop(next(iter(self._entries)))
+
+
+# Stores the entry only if every tag's version is still the one the reader saw.
+_PUT_SCRIPT = """
+local versions = cjson.decode(ARGV[3])
+for i, tag in ipairs(versions) do
+  local current = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+  if current ~= tag then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local tag_count = #versions
+for i = 1, tag_count do
+  local members = KEYS[1 + tag_count + i]
+  redis.call('SADD', members, KEYS[1])
+  redis.call('PEXPIRE', members, ARGV[2], 'GT')
+  if redis.call('PTTL', members) < 0 then redis.call('PEXPIRE', members, ARGV[2]) end
+end
+return 1
+"""
+
+# Bumps each tag's version and deletes the entries that carry it.
+_INVALIDATE_SCRIPT = """
+local dropped = 0
+local half = #KEYS / 2
+for i = 1, half do
+  redis.call('INCR', KEYS[i])
+  local members = redis.call('SMEMBERS', KEYS[half + i])
+  for _, key in ipairs(members) do dropped = dropped + redis.call('DEL', key) end
+  redis.call('DEL', KEYS[half + i])
+end
+return dropped
+"""
+
+
+class RedisStore:
+    """Entries in Redis with an expiry of TTL + SWR; tag versions and tag member sets too."""
+
+    def __init__(self, url: str, prefix: str = "poolgate") -> None:
+        import redis.asyncio as redis
+
+        self._redis: Any = redis.from_url(url)
+        self._prefix = prefix
+        self._put = self._redis.register_script(_PUT_SCRIPT)
+        self._invalidate = self._redis.register_script(_INVALIDATE_SCRIPT)
+
+    def _entry_key(self, key: str) -> str:
+        return f"{self._prefix}:entry:{key}"
+
+    def _version_key(self, tag: str) -> str:
+        return f"{self._prefix}:version:{tag}"
+
+    def _members_key(self, tag: str) -> str:
+        return f"{self._prefix}:members:{tag}"
+
+    async def get(self, key: str) -> Entry | None:
+        raw = await self._redis.get(self._entry_key(key))
+        if raw is None:
+            return None
+        header, _, body = bytes(raw).partition(b"\n")
+        meta = json.loads(header)
+        return Entry(
+            body=body,
+            created=meta["created"],
+            ttl=meta["ttl"],
+            swr=meta["swr"],
+            tags=tuple(meta["tags"]),
+            row_count=meta["rows"],
+        )
+
+    async def versions(self, tags: tuple[str, ...]) -> tuple[int, ...]:
+        if not tags:
+            return ()
+        values = await self._redis.mget([self._version_key(tag) for tag in tags])
+        return tuple(int(value or 0) for value in values)
+
+    async def put(self, key: str, entry: Entry, versions: tuple[int, ...], now: float) -> bool:
+        meta = {
+            "created": entry.created,
+            "ttl": entry.ttl,
+            "swr": entry.swr,
+            "tags": list(entry.tags),
+            "rows": entry.row_count,
+        }
+        value = json.dumps(meta).encode() + b"\n" + entry.body
+        expiry_ms = max(1, int((entry.created + entry.ttl + entry.swr - now) * 1000))
+        keys = [
+            self._entry_key(key),
+            *(self._version_key(t) for t in entry.tags),
+            *(self._members_key(t) for t in entry.tags),
+        ]
+        stored = await self._put(keys=keys, args=[value, expiry_ms, json.dumps(list(versions))])
+        return bool(stored)
+
+    async def invalidate(self, tags: tuple[str, ...]) -> int:
+        if not tags:
+            return 0
+        keys = [*(self._version_key(t) for t in tags), *(self._members_key(t) for t in tags)]
+        return int(await self._invalidate(keys=keys))
+
+    async def bytes_held(self) -> int:
+        info = await self._redis.info("memory")
+        return int(info.get("used_memory_dataset", 0))
+
+    async def close(self) -> None:
+        await self._redis.aclose()

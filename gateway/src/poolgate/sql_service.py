@@ -1,0 +1,102 @@
+"""Answering `POST /sql` and `POST /invalidate`: parse, authenticate, consult the cache,
+run upstream on a pooled connection, invalidate after a write commits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from poolgate.cache import QueryCache
+from poolgate.cache_policy import (
+    CachePolicy,
+    cache_key,
+    parse_cache_policy,
+    parse_tags,
+    scoped_tags,
+)
+from poolgate.config import Settings
+from poolgate.errors import BadRequest, QueryFailed
+from poolgate.execute import Outcome, run_request
+from poolgate.pool import PoolRegistry
+from poolgate.protocol import Credentials, SqlRequest, parse_credentials, parse_sql_request
+
+READ_ONLY_VIOLATION = "25006"
+
+
+@dataclass(frozen=True, slots=True)
+class SqlAnswer:
+    outcome: Outcome
+    cache_status: str  # ttl | swr | miss | none, as Accelerate reports it
+    age: int | None  # seconds, for answers served from the cache
+
+
+class SqlService:
+    def __init__(self, settings: Settings, pools: PoolRegistry, cache: QueryCache | None) -> None:
+        self._settings = settings
+        self._pools = pools
+        self.cache = cache
+
+    async def answer(self, headers: Mapping[str, str], body: bytes) -> SqlAnswer:
+        policy = parse_cache_policy(headers)
+        request = parse_sql_request(headers, body)
+        answer = None
+        if self.cache is not None and policy.wants_cache and _read_only(request):
+            try:
+                answer = await self._from_cache(self.cache, request, policy)
+            except QueryFailed as error:
+                # a write sent with a TTL: it failed harmlessly inside READ ONLY, so it is
+                # run for real below, uncached
+                if error.sqlstate != READ_ONLY_VIOLATION or request.batch is not None:
+                    raise
+        if answer is None:
+            answer = SqlAnswer(await self._run(request, read_only=False), "none", None)
+        if policy.invalidate and self.cache is not None:
+            # only reached once the statement (or the whole batch) has committed
+            await self.cache.invalidate(_scoped(request.credentials, policy.invalidate))
+        return answer
+
+    async def invalidate(self, headers: Mapping[str, str], body: bytes) -> int:
+        credentials = parse_credentials(
+            headers.get("Neon-Connection-String"), headers.get("Authorization")
+        )
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise BadRequest("request body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise BadRequest('request body must be {"tags": [...]}')
+        tags = parse_tags(payload.get("tags"), "tags")
+        await self._pools.authenticate(credentials)
+        if self.cache is None:
+            return 0
+        return await self.cache.invalidate(_scoped(credentials, tags))
+
+    async def _from_cache(
+        self, cache: QueryCache, request: SqlRequest, policy: CachePolicy
+    ) -> SqlAnswer:
+        await self._pools.authenticate(request.credentials)  # a hit still needs a login
+        cached = await cache.answer(
+            cache_key(request),
+            policy,
+            _scoped(request.credentials, policy.tags),
+            lambda: self._run(request, read_only=True),
+        )
+        age = None if cached.status == "miss" else cached.age
+        return SqlAnswer(cached.outcome, cached.status, age)
+
+    async def _run(self, request: SqlRequest, read_only: bool) -> Outcome:
+        async with self._pools.connection(request.credentials) as connection:
+            return await run_request(
+                connection, request, self._settings.max_response_bytes, read_only=read_only
+            )
+
+
+def _read_only(request: SqlRequest) -> bool:
+    """Single queries are run READ ONLY when cached; a batch must ask for it itself."""
+    return request.batch is None or request.batch.read_only
+
+
+def _scoped(credentials: Credentials, tags: tuple[str, ...]) -> tuple[str, ...]:
+    return scoped_tags(credentials.user, credentials.database, tags)
