@@ -56,6 +56,8 @@ POOLS = web.AppKey("pools", PoolRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", SqlService)
 CACHE_BYTES = web.AppKey("cache_bytes", list[int])
+REQUEST_ID = web.RequestKey("request_id", str)
+ROWS = web.RequestKey("rows", object)  # int, or None for requests without rows
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -116,8 +118,8 @@ async def _pool_lifecycle(app: web.Application) -> AsyncIterator[None]:
 @web.middleware
 async def _request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = str(uuid.uuid4())
-    request["request_id"] = request_id
-    request["rows"] = None
+    request[REQUEST_ID] = request_id
+    request[ROWS] = None
     started = time.perf_counter()
     sqlstate = None
     try:
@@ -180,13 +182,13 @@ def _record(
         json.dumps(
             {
                 "event": "request",
-                "request_id": request["request_id"],
+                "request_id": request[REQUEST_ID],
                 "method": request.method,
                 "path": request.path,
                 "status": status,
                 "outcome": outcome,
                 "duration_ms": round(seconds * 1000, 3),
-                "rows": request["rows"],
+                "rows": request[ROWS],
                 "sqlstate": sqlstate,
             }
         )
@@ -199,7 +201,7 @@ async def _sql(request: web.Request) -> web.Response:
     if request.method != "POST":
         raise _bad_method(request.method)
     answer = await request.app[SERVICE].answer(request.headers, await _read_body(request))
-    request["rows"] = answer.outcome.row_count
+    request[ROWS] = answer.outcome.row_count
     headers = {"Poolgate-Cache-Status": answer.cache_status}
     if answer.age is not None:
         headers["Age"] = str(answer.age)

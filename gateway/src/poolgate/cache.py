@@ -38,6 +38,7 @@ class CacheCounters:
     invalidations: int = 0
     entries_invalidated: int = 0
     refreshes: int = 0
+    upstream_runs: int = 0  # queries the cache actually sent upstream
 
 
 class QueryCache:
@@ -107,6 +108,7 @@ class QueryCache:
     ) -> Outcome:
         versions = await self.store.versions(tags)
         produced = self.clock()
+        self.counters.upstream_runs += 1
         outcome = await upstream()
         entry = Entry(outcome.body, produced, policy.ttl, policy.swr, tags, outcome.row_count)
         await self.store.put(key, entry, versions, self.clock())

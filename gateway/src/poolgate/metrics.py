@@ -53,8 +53,17 @@ class _CacheCollector(Collector):
                 "Stale answers served while refreshing",
                 counters.stale_hits,
             ),
-            ("poolgate_cache_misses", "Cacheable requests that ran upstream", counters.misses),
+            (
+                "poolgate_cache_misses",
+                "Cacheable requests not answered from the cache",
+                counters.misses,
+            ),
             ("poolgate_cache_refreshes", "Background refreshes started", counters.refreshes),
+            (
+                "poolgate_cache_upstream_runs",
+                "Queries the cache sent upstream",
+                counters.upstream_runs,
+            ),
             ("poolgate_cache_invalidations", "Invalidation requests", counters.invalidations),
             (
                 "poolgate_cache_entries_invalidated",
