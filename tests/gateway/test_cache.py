@@ -103,7 +103,8 @@ def set_label(postgres: EmbeddedPostgres, label: str) -> None:
         conn.execute("UPDATE cache_items SET label = %s WHERE id = 1", [label])
 
 
-READ = {"query": "SELECT label FROM cache_items WHERE id = $1", "params": [1]}
+READ_SQL = "SELECT label FROM cache_items WHERE id = $1"
+READ: dict[str, Any] = {"query": READ_SQL, "params": [1]}
 
 
 def status(response: httpx.Response) -> str:
@@ -159,7 +160,7 @@ async def test_the_key_covers_sql_params_output_mode_role_and_database(
     assert status(await cached.sql(READ, ttl=60)) == "ttl"
     variants = [
         await cached.sql({**READ, "params": [2]}, ttl=60),
-        await cached.sql({**READ, "query": READ["query"] + " "}, ttl=60),
+        await cached.sql({**READ, "query": READ_SQL + " "}, ttl=60),
         await cached.sql(READ, ttl=60, headers={"Neon-Raw-Text-Output": "true"}),
         await cached.sql(READ, ttl=60, headers={"Neon-Array-Mode": "false"}),
         await cached.sql(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -52,7 +52,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.wait(timeout=10)
 
 
-def sql(gateway_url: str, body: dict[str, object], **headers: str) -> httpx.Response:
+def sql(gateway_url: str, body: Mapping[str, object], **headers: str) -> httpx.Response:
     sent = {
         "Neon-Connection-String": make_app_url(),
         "Neon-Array-Mode": "true",
