@@ -44,11 +44,31 @@ def sql(text: str, *params: Any) -> Statement:
 
 
 @dataclass(frozen=True, slots=True)
+class Cache:
+    """A cache strategy for a read (Accelerate's cacheStrategy): fresh for `ttl` seconds,
+    then served stale for `swr` more while refreshed; `tags` let writes invalidate it."""
+
+    ttl: int
+    swr: int = 0
+    tags: tuple[str, ...] = ()
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Poolgate-Cache-TTL": str(self.ttl)}
+        if self.swr:
+            headers["Poolgate-Cache-SWR"] = str(self.swr)
+        if self.tags:
+            headers["Poolgate-Cache-Tags"] = ",".join(self.tags)
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     columns: tuple[str, ...]
     rows: list[dict[str, Any]]
     command: str
     row_count: int | None
+    cache_status: str = "none"  # ttl | swr | miss | none, from Poolgate-Cache-Status
+    age: int | None = None  # seconds, for an answer served from the cache
 
 
 def encode_param(value: Any) -> Any:
@@ -77,11 +97,14 @@ class Database:
         self._config = config
         self._transport = transport
 
-    async def run(self, statement: Statement) -> Result:
-        reply = await self._post(
-            {"query": statement.text, "params": [encode_param(p) for p in statement.params]}, {}
-        )
-        return _result(reply)
+    async def run(
+        self, statement: Statement, *, cache: Cache | None = None, invalidate: tuple[str, ...] = ()
+    ) -> Result:
+        """One statement. `cache` lets a read be answered from the endpoint's cache;
+        `invalidate` drops those tags once this statement has committed."""
+        body = {"query": statement.text, "params": [encode_param(p) for p in statement.params]}
+        answer, headers = await self._post(body, _cache_headers(cache, invalidate))
+        return _result(answer, headers)
 
     async def query(self, text: str, *params: Any) -> list[dict[str, Any]]:
         return (await self.run(Statement(text, params))).rows
@@ -90,9 +113,30 @@ class Database:
         rows = await self.query(text, *params)
         return rows[0] if rows else None
 
-    async def execute(self, text: str, *params: Any) -> int:
+    async def execute(self, text: str, *params: Any, invalidate: tuple[str, ...] = ()) -> int:
         """Run a write; the number of rows it touched (0 for commands without a count)."""
-        return (await self.run(Statement(text, params))).row_count or 0
+        return (await self.run(Statement(text, params), invalidate=invalidate)).row_count or 0
+
+    async def invalidate(self, tags: tuple[str, ...]) -> None:
+        """Drop cached reads carrying these tags (`POST /invalidate` beside `/sql`).
+
+        An endpoint without a cache (404, e.g. Neon's) has nothing to drop."""
+        if not tags:
+            return
+        url = self._config.endpoint.removesuffix("/sql") + "/invalidate"
+        headers = {
+            "Content-Type": "application/json",
+            "Neon-Connection-String": self._config.connection_string,
+        }
+        call = HttpCall(
+            url, headers, json.dumps({"tags": list(tags)}).encode(), self._config.timeout
+        )
+        try:
+            reply = await self._transport(call)
+        except TransportFailure as exc:
+            raise DatabaseUnavailable(exc.reason) from None
+        if reply.status not in (200, 404):
+            raise from_reply(reply.status, reply.body)
 
     async def transaction(
         self,
@@ -101,11 +145,16 @@ class Database:
         isolation: Isolation | None = None,
         read_only: bool = False,
         deferrable: bool = False,
+        cache: Cache | None = None,
+        invalidate: tuple[str, ...] = (),
     ) -> list[Result]:
-        """All statements in one transaction, in one call: all commit or none do."""
+        """All statements in one transaction, in one call: all commit or none do.
+
+        Only a `read_only` transaction can be answered from the cache."""
         headers = {
             "Neon-Batch-Read-Only": str(read_only).lower(),
             "Neon-Batch-Deferrable": str(deferrable).lower(),
+            **_cache_headers(cache, invalidate),
         }
         if isolation is not None:
             headers["Neon-Batch-Isolation-Level"] = isolation.value
@@ -114,13 +163,15 @@ class Database:
                 {"query": s.text, "params": [encode_param(p) for p in s.params]} for s in statements
             ]
         }
-        reply = await self._post(body, headers)
-        results = reply.get("results")
+        answer, reply_headers = await self._post(body, headers)
+        results = answer.get("results")
         if not isinstance(results, list) or len(results) != len(statements):
             raise ProtocolError("a batch answer must hold one result per statement")
-        return [_result(item) for item in results]
+        return [_result(item, reply_headers) for item in results]
 
-    async def _post(self, body: dict[str, Any], extra_headers: dict[str, str]) -> dict[str, Any]:
+    async def _post(
+        self, body: dict[str, Any], extra_headers: dict[str, str]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
         headers = {
             "Content-Type": "application/json",
             "Neon-Connection-String": self._config.connection_string,
@@ -143,10 +194,17 @@ class Database:
             raise ProtocolError("the database endpoint answered 200 without JSON") from None
         if not isinstance(decoded, dict):
             raise ProtocolError("the database endpoint answered 200 with a non-object")
-        return decoded
+        return decoded, {name.lower(): value for name, value in reply.headers.items()}
 
 
-def _result(answer: Any) -> Result:
+def _cache_headers(cache: Cache | None, invalidate: tuple[str, ...]) -> dict[str, str]:
+    headers = cache.headers() if cache is not None else {}
+    if invalidate:
+        headers["Poolgate-Invalidate-Tags"] = ",".join(invalidate)
+    return headers
+
+
+def _result(answer: Any, headers: dict[str, str]) -> Result:
     try:
         fields = answer["fields"]
         names = tuple(str(field["name"]) for field in fields)
@@ -158,7 +216,15 @@ def _result(answer: Any) -> Result:
             }
             for row in answer["rows"]
         ]
-        return Result(names, rows, str(answer.get("command") or ""), answer.get("rowCount"))
+        age = headers.get("age")
+        return Result(
+            names,
+            rows,
+            str(answer.get("command") or ""),
+            answer.get("rowCount"),
+            headers.get("poolgate-cache-status", "none"),
+            int(age) if age and age.isdigit() else None,
+        )
     except DatabaseError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app import Context
+from caching import PUBLISHED_POSTS, read_cache, user_posts, with_cache_status
 from db.client import sql
 from errors import NotFound
 from inputs import decode_cursor, page, parse_body, query_int, reject_explicit_nulls
@@ -41,6 +42,8 @@ async def create_user(ctx: Context) -> Response:
         data.name,
     )
     assert row is not None
+    # a cached "no such user" for this id, if anyone asked before it existed, goes too
+    await ctx.db.invalidate((user_posts(row["id"]),))
     return json_response(
         User.model_validate(row), status=201, headers={"location": f"/users/{row['id']}"}
     )
@@ -67,7 +70,12 @@ async def update_user(ctx: Context) -> Response:
 
 
 async def delete_user(ctx: Context) -> Response:
-    deleted = await ctx.db.execute("DELETE FROM users WHERE id = $1", ctx.params["id"])
+    # their posts go with them (ON DELETE CASCADE): published ones leave the public list
+    deleted = await ctx.db.execute(
+        "DELETE FROM users WHERE id = $1",
+        ctx.params["id"],
+        invalidate=(PUBLISHED_POSTS, user_posts(ctx.params["id"])),
+    )
     if not deleted:
         raise user_missing(ctx.params["id"])
     return json_response({"deleted": True, "id": ctx.params["id"]})
@@ -89,7 +97,8 @@ async def list_user_posts(ctx: Context) -> Response:
             ),
         ],
         read_only=True,
+        cache=read_cache(ctx.request, user_posts(user_id)),
     )
     if not found.rows:
         raise user_missing(user_id)
-    return json_response(page(posts.rows, limit, Post))
+    return with_cache_status(json_response(page(posts.rows, limit, Post)), posts)
