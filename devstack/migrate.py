@@ -1,6 +1,6 @@
 """Apply schema.sql over the DIRECT database URL, as command-line tools do.
 
-    uv run python -m devstack.migrate            # DIRECT_URL from the environment or .env
+    uv run python -m devstack.migrate            # DIRECT_URL from the environment or ./.env
     uv run python -m devstack.migrate --url postgresql://...
 
 Never through the Worker or the pooled endpoint: DDL wants a real session, and the
@@ -35,7 +35,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 
 def direct_url(explicit: str | None) -> str:
-    url = explicit or os.environ.get("DIRECT_URL") or read_dotenv(ROOT / ".env").get("DIRECT_URL")
+    url = explicit or os.environ.get("DIRECT_URL") or read_dotenv(Path(".env")).get("DIRECT_URL")
     if not url:
         raise SystemExit("migrate: set DIRECT_URL (environment or .env) or pass --url")
     return url

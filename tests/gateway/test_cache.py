@@ -122,7 +122,7 @@ async def test_miss_then_fresh_hit_then_stale_hit_with_refresh_then_miss(
     cached: CachedGateway, postgres: EmbeddedPostgres
 ) -> None:
     first = await cached.sql(READ, ttl=10, swr=20)
-    assert (status(first), first.json()["rows"]) == ("miss", [["one"]])
+    assert (status(first), first.headers["Age"], first.json()["rows"]) == ("miss", "0", [["one"]])
     set_label(postgres, "two")
     cached.clock.advance(9)
     fresh = await cached.sql(READ, ttl=10, swr=20)

@@ -78,7 +78,7 @@ async def test_the_client_returns_the_cache_status_alongside_the_rows(database: 
     statement = sql("SELECT $1::text AS marker", "client-cache-status")
     first = await database.run(statement, cache=strategy)
     second = await database.run(statement, cache=strategy)
-    assert (first.cache_status, first.age) == ("miss", None)
+    assert (first.cache_status, first.age) == ("miss", 0)
     assert second.cache_status == "ttl" and second.age is not None
     assert second.rows == first.rows == [{"marker": "client-cache-status"}]
     await database.invalidate(("client_test",))

@@ -29,7 +29,7 @@ READ_ONLY_VIOLATION = "25006"
 class SqlAnswer:
     outcome: Outcome
     cache_status: str  # ttl | swr | miss | none, as Accelerate reports it
-    age: int | None  # seconds, for answers served from the cache
+    age: int | None  # seconds since produced, for answers that are in the cache
 
 
 class SqlService:
@@ -83,8 +83,7 @@ class SqlService:
             _scoped(request.credentials, policy.tags),
             lambda: self._run(request, read_only=True),
         )
-        age = None if cached.status == "miss" else cached.age
-        return SqlAnswer(cached.outcome, cached.status, age)
+        return SqlAnswer(cached.outcome, cached.status, cached.age)
 
     async def _run(self, request: SqlRequest, read_only: bool) -> Outcome:
         async with self._pools.connection(request.credentials) as connection:
