@@ -36,6 +36,9 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Neon-Connection-String"] = os.getenv("BENCH_CONNECTION_STRING")
 wrk.headers["Neon-Raw-Text-Output"] = "true"
 wrk.headers["Neon-Array-Mode"] = "true"
+if os.getenv("BENCH_CACHE_TTL") then
+  wrk.headers["Poolgate-Cache-TTL"] = os.getenv("BENCH_CACHE_TTL")
+end
 request = function()
   local id = math.random(1, 10000)
   return wrk.format(nil, "/sql", nil,
@@ -77,7 +80,9 @@ def start(args: list[str], url: str) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"{args} did not start")
 
 
-def run_wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, float]:
+def run_wrk(
+    url: str, connections: int, seconds: int, script: Path, extra_env: dict[str, str]
+) -> dict[str, float]:
     threads = min(2, connections)
     out = subprocess.run(
         [
@@ -93,7 +98,7 @@ def run_wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str,
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "BENCH_CONNECTION_STRING": CONNECTION_STRING},
+        env={**os.environ, "BENCH_CONNECTION_STRING": CONNECTION_STRING, **extra_env},
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -135,6 +140,7 @@ def main() -> None:
     stacks = {
         "poolgate (aiohttp + psycopg, full protocol, DISCARD ALL reset)": gateway,
         "poolgate, --reset-query none": [*gateway, "--reset-query", "none"],
+        "poolgate, cached reads (Poolgate-Cache-TTL: 600, 10k keys)": [*gateway],
         "minimal aiohttp + asyncpg": [python, "bench/stacks.py", "aiohttp_asyncpg"],
         "minimal aiohttp + psycopg": [python, "bench/stacks.py", "aiohttp_psycopg"],
         "minimal uvicorn/starlette + psycopg": [python, "bench/stacks.py", "starlette_psycopg"],
@@ -156,8 +162,10 @@ def main() -> None:
             try:
                 results[name] = {}
                 for count in clients:
+                    extra = {"BENCH_CACHE_TTL": "600"} if "cached" in name else {}
                     runs = [
-                        run_wrk(url, count, options.seconds, script) for _ in range(options.passes)
+                        run_wrk(url, count, options.seconds, script, extra)
+                        for _ in range(options.passes)
                     ]
                     results[name][count] = {
                         "rps": statistics.median(r["rps"] for r in runs),
