@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from db.client import Database
 from db.config import ConfigurationError
@@ -121,7 +122,7 @@ class App:
 
 
 def _redirect(path: str, request: Request) -> Response:
-    query = "&".join(f"{k}={v}" for k, v in request.query.items())
+    query = urlencode(request.query)
     location = path + (f"?{query}" if query else "")
     return json_response({"redirect": location}, status=308, headers={"location": location})
 

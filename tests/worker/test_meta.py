@@ -48,6 +48,8 @@ async def test_trailing_slash_redirects_to_the_canonical_path_keeping_the_query(
     assert reply.status == 308
     assert reply.headers["location"] == "/users?limit=5"
     assert reply.json() == {"redirect": "/users?limit=5"}
+    encoded = await client.get("/logs/?level=info&cursor=a%2Bb%20c")
+    assert encoded.headers["location"] == "/logs?level=info&cursor=a%2Bb+c"
 
 
 async def test_openapi_describes_bodies_responses_and_parameters(client: WorkerClient) -> None:

@@ -144,8 +144,6 @@ async def _request_middleware(request: web.Request, handler: Handler) -> web.Str
 def _as_gateway_error(exc: Exception) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return RequestTooLarge(exc.max_size if hasattr(exc, "max_size") else 0)
     if isinstance(exc, web.HTTPNotFound):
         return RouteNotFound("not found: the gateway serves POST /sql")
     if isinstance(exc, web.HTTPMethodNotAllowed):
