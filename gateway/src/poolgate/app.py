@@ -55,7 +55,6 @@ SETTINGS = web.AppKey("settings", Settings)
 POOLS = web.AppKey("pools", PoolRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", SqlService)
-CACHE_BYTES = web.AppKey("cache_bytes", list[int])
 REQUEST_ID = web.RequestKey("request_id", str)
 ROWS = web.RequestKey("rows", object)  # int, or None for requests without rows
 
@@ -81,11 +80,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> web.Application:
     app[SETTINGS] = settings
     app[POOLS] = pools
     app[SERVICE] = SqlService(settings, pools, cache)
-    cache_bytes = [0]
-    app[CACHE_BYTES] = cache_bytes
-    app[METRICS] = Metrics(
-        pools.stats, None if cache is None else (cache.counters, lambda: cache_bytes[0])
-    )
+    app[METRICS] = Metrics(pools.stats, cache)
     app.router.add_route("*", "/sql", _sql)
     app.router.add_post("/invalidate", _invalidate)
     app.router.add_get("/healthz", _healthz)
@@ -246,5 +241,5 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     cache = request.app[SERVICE].cache
     if cache is not None:
-        request.app[CACHE_BYTES][0] = await cache.store.bytes_held()
+        await cache.refresh_size()  # Redis is asked here, not on every request
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})

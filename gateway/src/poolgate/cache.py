@@ -46,6 +46,7 @@ class QueryCache:
         self.store = store
         self.clock = clock
         self.counters = CacheCounters()
+        self.bytes_held = 0  # as of the last refresh_size()
         self._inflight: dict[str, asyncio.Task[Outcome]] = {}
 
     async def answer(
@@ -69,6 +70,9 @@ class QueryCache:
         task = self._start(key, policy, tags, upstream, refresh=False)
         # shielded: a client that goes away does not cancel the work others wait on
         return CachedAnswer(await asyncio.shield(task), "miss", 0)
+
+    async def refresh_size(self) -> None:
+        self.bytes_held = await self.store.bytes_held()
 
     async def invalidate(self, tags: tuple[str, ...]) -> int:
         dropped = await self.store.invalidate(tags)

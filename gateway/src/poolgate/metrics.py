@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from poolgate.cache import CacheCounters
+from poolgate.cache import QueryCache
 from poolgate.pool import PoolStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -40,12 +40,11 @@ class _PoolCollector(Collector):
 
 
 class _CacheCollector(Collector):
-    def __init__(self, counters: CacheCounters, bytes_held: Callable[[], int]) -> None:
-        self._counters = counters
-        self._bytes_held = bytes_held
+    def __init__(self, cache: QueryCache) -> None:
+        self._cache = cache
 
     def collect(self) -> Iterator[Metric]:
-        counters = self._counters
+        counters = self._cache.counters
         for name, help_text, value in (
             ("poolgate_cache_hits", "Answers served fresh from the cache", counters.hits),
             (
@@ -73,7 +72,7 @@ class _CacheCollector(Collector):
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         yield GaugeMetricFamily(
-            "poolgate_cache_bytes", "Bytes held by the cache", value=self._bytes_held()
+            "poolgate_cache_bytes", "Bytes held by the cache", value=self._cache.bytes_held
         )
 
 
@@ -83,7 +82,7 @@ class Metrics:
     def __init__(
         self,
         pool_stats: Callable[[], Iterable[PoolStats]],
-        cache: tuple[CacheCounters, Callable[[], int]] | None = None,
+        cache: QueryCache | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -104,7 +103,7 @@ class Metrics:
         )
         self.registry.register(_PoolCollector(pool_stats))
         if cache is not None:
-            self.registry.register(_CacheCollector(*cache))
+            self.registry.register(_CacheCollector(cache))
 
     def observe(self, outcome: str, seconds: float, sqlstate: str | None) -> None:
         self.requests.labels(outcome).inc()
