@@ -14,9 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app import App, Services
-from db.client import Database
-from db.config import ConfigurationError, DatabaseConfig
+from app import App, Services, database_from_env
 from db.transport import HttpxTransport
 from devstack.migrate import read_dotenv
 from web import MAX_BODY_BYTES, Request
@@ -30,11 +28,8 @@ def services_from(
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    values: dict[str, str | None] = dict(read_dotenv(dev_vars))
-    try:
-        return Services(Database(DatabaseConfig.from_env(values), transport), defer)
-    except ConfigurationError as exc:
-        return Services(None, defer, configuration_error=exc)
+    database, problem = database_from_env(read_dotenv(dev_vars), transport)
+    return Services(database, defer, configuration_error=problem)
 
 
 def create_server(app: App, dev_vars: Path) -> web.Application:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 from db.client import Database
-from db.config import ConfigurationError
+from db.config import ConfigurationError, DatabaseConfig
+from db.transport import Transport
 from errors import AppError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
 from router import Match, MatchKind, Router
 from web import MAX_BODY_BYTES, Request, Response, json_response
@@ -39,6 +40,17 @@ class Services:
     database: Database | None
     defer: Callable[[Awaitable[Any]], None]
     configuration_error: ConfigurationError | None = None
+
+
+def database_from_env(
+    values: Mapping[str, str | None], transport: Transport
+) -> tuple[Database | None, ConfigurationError | None]:
+    """The Database the environment describes, or why there is none (answered as a 500
+    only by routes that need it, so `/` still works on a misconfigured Worker)."""
+    try:
+        return Database(DatabaseConfig.from_env(values), transport), None
+    except ConfigurationError as exc:
+        return None, exc
 
 
 @dataclass(slots=True)

@@ -18,9 +18,9 @@ from workers import Request as WorkersRequest
 from workers import Response as WorkersResponse
 from workers import fetch
 
-from app import Services
+from app import Services, database_from_env
 from db.client import Database
-from db.config import ConfigurationError, DatabaseConfig
+from db.config import ConfigurationError
 from db.transport import HttpCall, HttpReply, TransportFailure
 from web import MAX_BODY_BYTES, Request, Response
 
@@ -96,14 +96,7 @@ class WorkersAdapter:
         values = env_values(env)
         key = tuple(values.values())
         if self._database[0] != key:
-            try:
-                database: Database | None = Database(
-                    DatabaseConfig.from_env(values), self._transport
-                )
-                problem = None
-            except ConfigurationError as exc:
-                database, problem = None, exc
-            self._database = (key, database, problem)
+            self._database = (key, *database_from_env(values, self._transport))
         return self._database[1], self._database[2]
 
     async def serve(self, request: WorkersRequest | Any, env: Any, ctx: Any) -> WorkersResponse:
