@@ -77,6 +77,15 @@ def wait_for_stop_signal(children: dict[str, subprocess.Popen[bytes]]) -> int:
     return 0
 
 
+def why_it_failed(log: str) -> list[str]:
+    """The lines of a failed start that say why: errors and their causes first."""
+    lines = [line.strip()[:160] for line in log.splitlines() if line.strip()]
+    telling = [
+        line for line in lines if any(word in line.lower() for word in ("error", "fail", "cause"))
+    ]
+    return (telling or lines)[:4]
+
+
 def start_worker(runtime: str, port: int, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     """The Worker process and a sentence saying what it is."""
     url = f"http://127.0.0.1:{port}/"
@@ -93,14 +102,13 @@ def start_worker(runtime: str, port: int, log_path: Path) -> tuple[subprocess.Po
         if wait_until_answering(url, process, seconds=120):
             return process, "the Worker is running in workerd (pywrangler dev)"
         stop(process)
-        reason = [
-            line for line in log_path.read_text(errors="replace").splitlines() if line.strip()
-        ][-3:]
+        reason = why_it_failed(log_path.read_text(errors="replace"))
         if runtime == "workerd":
             raise SystemExit("devstack: workerd could not start:\n  " + "\n  ".join(reason))
         print(
-            "devstack: workerd's Python runtime could not start here (it downloads Pyodide "
-            "at start-up). Its last words:\n  " + "\n  ".join(reason),
+            "devstack: workerd's Python runtime could not start here (pywrangler downloads a "
+            "Python 3.14 build, then workerd downloads Pyodide, at start-up):\n  "
+            + "\n  ".join(reason),
             flush=True,
         )
     process = subprocess.Popen(

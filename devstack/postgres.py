@@ -8,13 +8,19 @@ import contextlib
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
-from pgserver.postgres_server import PostgresServer, get_server
-from psycopg import sql
+
+# pgserver asks platformdirs for a runtime dir at import; containers often have none,
+# and the warning says nothing the user can act on.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+from pgserver.postgres_server import PostgresServer, get_server  # noqa: E402
+from psycopg import sql  # noqa: E402
 
 
 @dataclass
