@@ -8,8 +8,13 @@ per request with `Cache-Control: no-cache` (or `no-store`).
 
 from __future__ import annotations
 
-from db.client import Cache, Result
+import logging
+
+from db.client import Cache, Database, Result
+from db.errors import DatabaseError
 from web import Request, Response
+
+log = logging.getLogger("worker")
 
 PUBLISHED_POSTS = "published_posts"
 FRESH_SECONDS = 30
@@ -34,3 +39,13 @@ def with_cache_status(response: Response, result: Result) -> Response:
     if result.age is not None:
         response.headers["age"] = str(result.age)
     return response
+
+
+async def invalidate_after_write(database: Database, *tags: str) -> None:
+    """Drop tags once a write has committed. The write stands whatever happens here, so
+    a failure is logged, not raised: the client must not retry a committed write. (With
+    the cache store down, reads bypass it, so they cannot be stale meanwhile.)"""
+    try:
+        await database.invalidate(tags)
+    except DatabaseError as exc:
+        log.warning("invalidating %s after a committed write failed: %r", tags, exc)

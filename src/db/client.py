@@ -8,6 +8,7 @@ call has a timeout (from the config) and every failure is raised as a `DatabaseE
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -20,6 +21,8 @@ from db.config import DatabaseConfig
 from db.errors import DatabaseError, DatabaseUnavailable, ProtocolError, from_reply
 from db.transport import HttpCall, Transport, TransportFailure
 from db.types import decoder_for
+
+log = logging.getLogger("worker")
 
 
 class Isolation(Enum):
@@ -104,6 +107,8 @@ class Database:
         `invalidate` drops those tags once this statement has committed."""
         body = {"query": statement.text, "params": [encode_param(p) for p in statement.params]}
         answer, headers = await self._post(body, _cache_headers(cache, invalidate))
+        if headers.get("poolgate-invalidate-status") == "failed":
+            log.warning("the endpoint committed the write but could not drop tags %s", invalidate)
         return _result(answer, headers)
 
     async def query(self, text: str, *params: Any) -> list[dict[str, Any]]:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from app import Context
-from caching import PUBLISHED_POSTS, read_cache, user_posts, with_cache_status
+from caching import (
+    PUBLISHED_POSTS,
+    invalidate_after_write,
+    read_cache,
+    user_posts,
+    with_cache_status,
+)
 from db.client import Statement, sql
 from errors import NotFound
 from inputs import decode_cursor, page, parse_body, query_bool, query_int, reject_explicit_nulls
@@ -70,7 +76,7 @@ async def write_post(ctx: Context, statement: Statement) -> dict[str, Any]:
     if not result.rows:
         raise post_missing(ctx.params["id"])
     row = result.rows[0]
-    await ctx.db.invalidate((user_posts(row["author_id"]),))
+    await invalidate_after_write(ctx.db, user_posts(row["author_id"]))
     return row
 
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from app import Context
-from caching import PUBLISHED_POSTS, read_cache, user_posts, with_cache_status
+from caching import (
+    PUBLISHED_POSTS,
+    invalidate_after_write,
+    read_cache,
+    user_posts,
+    with_cache_status,
+)
 from db.client import sql
 from errors import NotFound
 from inputs import decode_cursor, page, parse_body, query_int, reject_explicit_nulls
@@ -43,7 +49,7 @@ async def create_user(ctx: Context) -> Response:
     )
     assert row is not None
     # a cached "no such user" for this id, if anyone asked before it existed, goes too
-    await ctx.db.invalidate((user_posts(row["id"]),))
+    await invalidate_after_write(ctx.db, user_posts(row["id"]))
     return json_response(
         User.model_validate(row), status=201, headers={"location": f"/users/{row['id']}"}
     )

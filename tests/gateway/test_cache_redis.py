@@ -15,12 +15,10 @@ from poolgate.cache_stores import Entry, RedisStore
 from tests.support.services import GatewayFactory, free_port, make_app_url
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def start_redis(directory: Path) -> tuple[str, subprocess.Popen[bytes]]:
     server = shutil.which("redis-server")
     assert server, "redis-server is required (the README's test command installs it)"
     port = free_port()
-    directory: Path = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
         [
             server,
@@ -47,7 +45,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ):
         assert time.monotonic() < deadline and process.poll() is None, "redis did not start"
         time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
+    return f"redis://127.0.0.1:{port}/0", process
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, process = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
     process.terminate()
     process.wait(timeout=10)
 
@@ -94,3 +98,31 @@ async def test_a_redis_put_that_raced_an_invalidation_is_refused(redis_url: str)
         assert await store.get("k") is None
     finally:
         await store.close()
+
+
+def test_with_redis_down_reads_bypass_the_cache_and_writes_report_failed_invalidation(
+    gateways: GatewayFactory, tmp_path: Path
+) -> None:
+    url, redis = start_redis(tmp_path)
+    gateway = gateways("--cache", url)
+    read = {"query": "SELECT $1::text AS v", "params": ["redis-down"]}
+    cached = {"Poolgate_Cache_TTL": "300", "Poolgate_Cache_Tags": "down"}
+    assert sql(gateway.url, read, **cached).headers["Poolgate-Cache-Status"] == "miss"
+    redis.terminate()
+    redis.wait(timeout=10)
+    started = time.monotonic()
+    bypassed = sql(gateway.url, read, **cached)
+    assert bypassed.status_code == 200 and bypassed.json()["rows"] == [["redis-down"]]
+    assert bypassed.headers["Poolgate-Cache-Status"] == "none"
+    write = sql(gateway.url, {"query": "SELECT 1"}, Poolgate_Invalidate_Tags="down")
+    assert write.status_code == 200
+    assert write.headers["Poolgate-Invalidate-Status"] == "failed"
+    refused = httpx.post(
+        f"{gateway.url}/invalidate",
+        json={"tags": ["down"]},
+        headers={"Neon-Connection-String": make_app_url()},
+    )
+    assert refused.status_code == 503 and "nothing was invalidated" in refused.json()["message"]
+    assert time.monotonic() - started < 10
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert "poolgate_cache_store_errors_total 0.0" not in metrics

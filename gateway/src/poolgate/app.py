@@ -198,6 +198,8 @@ async def _sql(request: web.Request) -> web.Response:
     headers = {"Poolgate-Cache-Status": answer.cache_status}
     if answer.age is not None:
         headers["Age"] = str(answer.age)
+    if answer.invalidation_failed:
+        headers["Poolgate-Invalidate-Status"] = "failed"
     return web.Response(body=answer.outcome.body, content_type=JSON_TYPE, headers=headers)
 
 

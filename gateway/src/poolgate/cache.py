@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from poolgate.cache_policy import CachePolicy
-from poolgate.cache_stores import CacheStore, Entry
+from poolgate.cache_stores import CacheStore, CacheUnavailable, Entry
 from poolgate.execute import Outcome
 
 log = logging.getLogger("poolgate.cache")
@@ -26,8 +26,8 @@ Upstream = Callable[[], Awaitable[Outcome]]
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
     outcome: Outcome
-    status: str  # "ttl" (fresh hit), "swr" (stale hit), "miss"
-    age: int  # whole seconds since the answer was produced
+    status: str  # "ttl" (fresh hit), "swr" (stale hit), "miss", "none" (store unreachable)
+    age: int | None  # whole seconds since the answer was produced, if it is in the cache
 
 
 @dataclass(slots=True)
@@ -39,6 +39,7 @@ class CacheCounters:
     entries_invalidated: int = 0
     refreshes: int = 0
     upstream_runs: int = 0  # queries the cache actually sent upstream
+    store_errors: int = 0  # store round trips that failed (the request went on without it)
 
 
 class QueryCache:
@@ -54,8 +55,13 @@ class QueryCache:
     ) -> CachedAnswer:
         """The cached answer for `key` if fresh (or stale within its SWR window, which
         also starts one background refresh); otherwise the upstream's, shared by every
-        concurrent request for the same key and stored for the next ones."""
-        entry = await self.store.get(key)
+        concurrent request for the same key and stored for the next ones. With the store
+        unreachable, the upstream answers directly (status "none"): never a stale read."""
+        try:
+            entry = await self.store.get(key)
+        except CacheUnavailable as exc:
+            self._store_failed(exc)
+            return CachedAnswer(await upstream(), "none", None)
         if entry is not None:
             age = self.clock() - entry.created
             outcome = Outcome(entry.body, entry.row_count)
@@ -72,10 +78,18 @@ class QueryCache:
         return CachedAnswer(await asyncio.shield(task), "miss", 0)
 
     async def refresh_size(self) -> None:
-        self.bytes_held = await self.store.bytes_held()
+        try:
+            self.bytes_held = await self.store.bytes_held()
+        except CacheUnavailable as exc:
+            self._store_failed(exc)
 
     async def invalidate(self, tags: tuple[str, ...]) -> int:
-        dropped = await self.store.invalidate(tags)
+        """Drop tagged entries; raises CacheUnavailable if the store cannot be reached."""
+        try:
+            dropped = await self.store.invalidate(tags)
+        except CacheUnavailable as exc:
+            self._store_failed(exc)
+            raise
         self.counters.invalidations += 1
         self.counters.entries_invalidated += dropped
         return dropped
@@ -107,13 +121,25 @@ class QueryCache:
         if error is not None and refresh:
             log.warning("background refresh failed: %r", error)
 
+    def _store_failed(self, error: CacheUnavailable) -> None:
+        self.counters.store_errors += 1
+        log.warning("cache store unavailable: %s", error)
+
     async def _fetch_and_store(
         self, key: str, policy: CachePolicy, tags: tuple[str, ...], upstream: Upstream
     ) -> Outcome:
-        versions = await self.store.versions(tags)
+        try:
+            versions: tuple[int, ...] | None = await self.store.versions(tags)
+        except CacheUnavailable as exc:
+            self._store_failed(exc)
+            versions = None  # answer, but do not store what could not be version-checked
         produced = self.clock()
         self.counters.upstream_runs += 1
         outcome = await upstream()
-        entry = Entry(outcome.body, produced, policy.ttl, policy.swr, tags, outcome.row_count)
-        await self.store.put(key, entry, versions, self.clock())
+        if versions is not None:
+            entry = Entry(outcome.body, produced, policy.ttl, policy.swr, tags, outcome.row_count)
+            try:
+                await self.store.put(key, entry, versions, self.clock())
+            except CacheUnavailable as exc:
+                self._store_failed(exc)
         return outcome

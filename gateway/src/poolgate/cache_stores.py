@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 _ENTRY_OVERHEAD = 200  # bytes of bookkeeping counted per entry besides its body and tags
+REDIS_TIMEOUT = 1.0  # seconds; a slow cache must not hold requests that could go upstream
+
+
+class CacheUnavailable(Exception):
+    """Raised by a store that cannot be reached (Redis down or too slow)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +158,12 @@ class RedisStore:
 
     def __init__(self, url: str, prefix: str = "poolgate") -> None:
         import redis.asyncio as redis
+        from redis.exceptions import RedisError
 
-        self._redis: Any = redis.from_url(url)
+        self._errors = (RedisError, OSError, TimeoutError)
+        self._redis: Any = redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        )
         self._prefix = prefix
         self._put = self._redis.register_script(_PUT_SCRIPT)
         self._invalidate = self._redis.register_script(_INVALIDATE_SCRIPT)
@@ -168,8 +177,15 @@ class RedisStore:
     def _members_key(self, tag: str) -> str:
         return f"{self._prefix}:members:{tag}"
 
+    async def _call(self, awaitable: Any) -> Any:
+        """Every Redis round trip goes through here: failures become CacheUnavailable."""
+        try:
+            return await awaitable
+        except self._errors as exc:
+            raise CacheUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
+
     async def get(self, key: str) -> Entry | None:
-        raw = await self._redis.get(self._entry_key(key))
+        raw = await self._call(self._redis.get(self._entry_key(key)))
         if raw is None:
             return None
         header, _, body = bytes(raw).partition(b"\n")
@@ -186,7 +202,7 @@ class RedisStore:
     async def versions(self, tags: tuple[str, ...]) -> tuple[int, ...]:
         if not tags:
             return ()
-        values = await self._redis.mget([self._version_key(tag) for tag in tags])
+        values = await self._call(self._redis.mget([self._version_key(tag) for tag in tags]))
         return tuple(int(value or 0) for value in values)
 
     async def put(self, key: str, entry: Entry, versions: tuple[int, ...], now: float) -> bool:
@@ -204,17 +220,19 @@ class RedisStore:
             *(self._version_key(t) for t in entry.tags),
             *(self._members_key(t) for t in entry.tags),
         ]
-        stored = await self._put(keys=keys, args=[value, expiry_ms, json.dumps(list(versions))])
+        stored = await self._call(
+            self._put(keys=keys, args=[value, expiry_ms, json.dumps(list(versions))])
+        )
         return bool(stored)
 
     async def invalidate(self, tags: tuple[str, ...]) -> int:
         if not tags:
             return 0
         keys = [*(self._version_key(t) for t in tags), *(self._members_key(t) for t in tags)]
-        return int(await self._invalidate(keys=keys))
+        return int(await self._call(self._invalidate(keys=keys)))
 
     async def bytes_held(self) -> int:
-        info = await self._redis.info("memory")
+        info = await self._call(self._redis.info("memory"))
         return int(info.get("used_memory_dataset", 0))
 
     async def close(self) -> None:

@@ -65,6 +65,11 @@ class _CacheCollector(Collector):
             ),
             ("poolgate_cache_invalidations", "Invalidation requests", counters.invalidations),
             (
+                "poolgate_cache_store_errors",
+                "Cache store round trips that failed",
+                counters.store_errors,
+            ),
+            (
                 "poolgate_cache_entries_invalidated",
                 "Entries dropped by invalidation",
                 counters.entries_invalidated,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from poolgate.cache import QueryCache
 from poolgate.cache_policy import (
@@ -16,8 +16,9 @@ from poolgate.cache_policy import (
     parse_tags,
     scoped_tags,
 )
+from poolgate.cache_stores import CacheUnavailable
 from poolgate.config import Settings
-from poolgate.errors import BadRequest, QueryFailed
+from poolgate.errors import BadRequest, QueryFailed, Unavailable
 from poolgate.execute import Outcome, run_request
 from poolgate.pool import PoolRegistry
 from poolgate.protocol import Credentials, SqlRequest, parse_credentials, parse_sql_request
@@ -30,6 +31,7 @@ class SqlAnswer:
     outcome: Outcome
     cache_status: str  # ttl | swr | miss | none, as Accelerate reports it
     age: int | None  # seconds since produced, for answers that are in the cache
+    invalidation_failed: bool = False  # the write committed; its tags could not be dropped
 
 
 class SqlService:
@@ -53,8 +55,12 @@ class SqlService:
         if answer is None:
             answer = SqlAnswer(await self._run(request, read_only=False), "none", None)
         if policy.invalidate and self.cache is not None:
-            # only reached once the statement (or the whole batch) has committed
-            await self.cache.invalidate(_scoped(request.credentials, policy.invalidate))
+            # only reached once the statement (or the whole batch) has committed, so a
+            # failure here must not turn a committed write into an error: it is reported
+            try:
+                await self.cache.invalidate(_scoped(request.credentials, policy.invalidate))
+            except CacheUnavailable:
+                return replace(answer, invalidation_failed=True)
         return answer
 
     async def invalidate(self, headers: Mapping[str, str], body: bytes) -> int:
@@ -71,7 +77,10 @@ class SqlService:
         await self._pools.authenticate(credentials)
         if self.cache is None:
             return 0
-        return await self.cache.invalidate(_scoped(credentials, tags))
+        try:
+            return await self.cache.invalidate(_scoped(credentials, tags))
+        except CacheUnavailable:
+            raise Unavailable("the cache store is unreachable; nothing was invalidated") from None
 
     async def _from_cache(
         self, cache: QueryCache, request: SqlRequest, policy: CachePolicy
