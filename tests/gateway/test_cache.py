@@ -332,3 +332,14 @@ async def test_a_read_that_raced_an_invalidation_is_not_stored() -> None:
     assert await store.put("key", entry, before, now=1.0) is False
     assert await store.get("key") is None
     assert await store.put("key", entry, await store.versions(("items",)), now=1.0) is True
+
+
+async def test_expired_entries_are_purged_off_the_request_path() -> None:
+    store = MemoryStore(max_bytes=10_000)
+    fresh = Entry(b"a", created=100.0, ttl=10, swr=5, tags=(), row_count=0)
+    old = Entry(b"b", created=80.0, ttl=10, swr=5, tags=("t",), row_count=0)
+    await store.put("fresh", fresh, (), now=100.0)
+    await store.put("old", old, (0,), now=100.0)
+    assert await store.purge_expired(now=100.0) == 1
+    assert await store.get("old") is None and await store.get("fresh") == fresh
+    assert await store.bytes_held() == fresh.size

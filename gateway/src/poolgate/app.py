@@ -94,10 +94,14 @@ async def _pool_lifecycle(app: web.Application) -> AsyncIterator[None]:
     pools = app[POOLS]
     interval = min(30.0, app[SETTINGS].idle_timeout / 2)
 
+    cache = app[SERVICE].cache
+
     async def sweep_forever() -> None:
         while True:
             await asyncio.sleep(interval)
             await pools.sweep()
+            if cache is not None:
+                await cache.purge_expired()
 
     sweeper = asyncio.create_task(sweep_forever())
     yield
@@ -105,7 +109,6 @@ async def _pool_lifecycle(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
     await pools.close()
-    cache = app[SERVICE].cache
     if cache is not None:
         await cache.store.close()
 

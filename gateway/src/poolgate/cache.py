@@ -77,6 +77,9 @@ class QueryCache:
         # shielded: a client that goes away does not cancel the work others wait on
         return CachedAnswer(await asyncio.shield(task), "miss", 0)
 
+    async def purge_expired(self) -> None:
+        await self.store.purge_expired(self.clock())
+
     async def refresh_size(self) -> None:
         try:
             self.bytes_held = await self.store.bytes_held()

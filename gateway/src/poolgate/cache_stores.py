@@ -51,6 +51,10 @@ class CacheStore(Protocol):
 
     async def bytes_held(self) -> int: ...
 
+    async def purge_expired(self, now: float) -> int:
+        """Drop expired entries the store does not expire by itself; the number dropped."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -81,7 +85,7 @@ class MemoryStore:
         self._bytes += entry.size
         for tag in entry.tags:
             self._by_tag.setdefault(tag, set()).add(key)
-        self._evict(now)
+        self._evict()
         return True
 
     async def invalidate(self, tags: tuple[str, ...]) -> int:
@@ -111,14 +115,17 @@ class MemoryStore:
                     del self._by_tag[tag]
         return 1
 
-    def _evict(self, now: float) -> None:
-        """Expired entries first, then least recently used, until under the bound."""
-        if self._bytes <= self.max_bytes:
-            return
-        for key in [k for k, e in self._entries.items() if now - e.created >= e.ttl + e.swr]:
-            self._drop(key)
+    def _evict(self) -> None:
+        """Least recently used first, until under the bound: O(1) per entry dropped."""
         while self._bytes > self.max_bytes and self._entries:
             self._drop(next(iter(self._entries)))
+
+    async def purge_expired(self, now: float) -> int:
+        """Drop entries past TTL + SWR (called periodically, off the request path)."""
+        expired = [k for k, e in self._entries.items() if now - e.created >= e.ttl + e.swr]
+        for key in expired:
+            self._drop(key)
+        return len(expired)
 
 
 # Stores the entry only if every tag's version is still the one the reader saw.
@@ -230,6 +237,9 @@ class RedisStore:
             return 0
         keys = [*(self._version_key(t) for t in tags), *(self._members_key(t) for t in tags)]
         return int(await self._call(self._invalidate(keys=keys)))
+
+    async def purge_expired(self, now: float) -> int:
+        return 0  # Redis expires entries itself (PX = TTL + SWR)
 
     async def bytes_held(self) -> int:
         info = await self._call(self._redis.info("memory"))
