@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -287,3 +288,54 @@ def test_every_response_carries_a_distinct_request_id(gateway: Gateway, app_url:
     assert all(len(i) == 36 for i in ids) and len(set(ids)) == len(ids)
     assert responses[3].status_code == 404
     assert responses[3].headers["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (
+            json.dumps({"query": "SELECT $1::text", "params": [[[[[[[[1]]]]]]]]}).encode(),
+            "at most 6 dimensions",
+        ),
+        (
+            json.dumps(
+                {"query": "SELECT $1::jsonb", "params": [json.loads("[" * 900 + "]" * 900)]}
+            ).encode(),
+            "at most 6 dimensions",
+        ),
+        (
+            json.dumps({"query": "SELECT $1::text", "params": ["a\u0000b"]}).encode(),
+            "cannot contain NUL",
+        ),
+        (
+            json.dumps({"query": "SELECT $1::numeric", "params": [1e400]}).encode(),
+            "cannot be sent to Postgres",
+        ),
+    ],
+    ids=["deeply nested body", "7-dimensional array", "deep array", "NUL byte", "infinity"],
+)
+def test_pathological_input_answers_400_not_500(
+    gateway: Gateway, app_url: str, body: bytes, fragment: str
+) -> None:
+    response = httpx.post(
+        f"{gateway.url}/sql", content=body, headers={"Neon-Connection-String": app_url}, timeout=10
+    )
+    assert response.status_code == 400
+    assert fragment in response.json()["message"]
+
+
+@pytest.mark.parametrize("query", ["COPY (SELECT 1) TO STDOUT", "COPY copy_target FROM STDIN"])
+def test_copy_is_refused_quickly_and_the_pool_stays_usable(
+    gateways: GatewayFactory, app_url: str, postgres: EmbeddedPostgres, query: str
+) -> None:
+    with postgres.admin("appdb") as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS copy_target (x int)")
+        conn.execute("ALTER TABLE copy_target OWNER TO app")
+    single = gateways("--pool-size", "1")
+    started = time.monotonic()
+    response = post_sql(single.url, app_url, {"query": query}, timeout=10)
+    assert response.status_code == 400
+    assert "COPY is not supported" in response.json()["message"]
+    assert time.monotonic() - started < 5
+    assert post_sql(single.url, app_url, {"query": "SELECT 1"}).status_code == 200

@@ -125,6 +125,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
     if not isinstance(payload, dict):
         raise BadRequest("request body must be a JSON object")
     return payload

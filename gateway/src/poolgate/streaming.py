@@ -20,6 +20,8 @@ from psycopg.generators import fetch
 
 _ROWS = (pq.ExecStatus.TUPLES_CHUNK, pq.ExecStatus.SINGLE_TUPLE)
 _DONE = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
+# The server waits for COPY data (or sends it) instead of finishing: nothing to drain.
+_COPY = (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH)
 _ACTIVE = pq.TransactionStatus.ACTIVE
 
 ChunkCallback = Callable[[pq.abc.PGresult], None]
@@ -67,6 +69,8 @@ class ChunkedCursor(psycopg.AsyncRawCursor[tuple[Any, ...]]):
             elif status in _DONE:
                 final = result
                 tag = result.command_status or tag
+            elif status in _COPY:
+                raise psycopg.NotSupportedError("COPY is not supported over HTTP")
             else:
                 # drain what is left so the connection is idle, then raise
                 while (yield from fetch(self._pgconn)) is not None:

@@ -27,6 +27,7 @@ ARRAY_ELEMENT: dict[int, int] = {
 }
 
 ParamValue = None | bool | int | float | str | list[Any] | dict[str, Any]
+MAX_ARRAY_DIMENSIONS = 6  # PostgreSQL's own limit (MAXDIM)
 
 
 class InvalidParameter(ValueError):
@@ -41,7 +42,10 @@ def param_to_text(value: ParamValue) -> str | None:
         return value
     if isinstance(value, list):
         return _array_literal(value)
-    return _json_text(value)
+    try:
+        return _json_text(value)
+    except RecursionError:
+        raise InvalidParameter("the parameter is nested too deeply") from None
 
 
 def _json_text(value: Any) -> str:
@@ -49,16 +53,23 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _array_literal(items: list[Any]) -> str:
-    return "{" + ",".join(_array_element(item) for item in items) + "}"
+def _array_literal(items: list[Any], depth: int = 1) -> str:
+    if depth > MAX_ARRAY_DIMENSIONS:
+        raise InvalidParameter(
+            f"arrays have at most {MAX_ARRAY_DIMENSIONS} dimensions in PostgreSQL"
+        )
+    return "{" + ",".join(_array_element(item, depth) for item in items) + "}"
 
 
-def _array_element(item: Any) -> str:
+def _array_element(item: Any, depth: int) -> str:
     if item is None:
         return "NULL"
     if isinstance(item, list):
-        return _array_literal(item)
-    text = item if isinstance(item, str) else _json_text(item)
+        return _array_literal(item, depth + 1)
+    try:
+        text = item if isinstance(item, str) else _json_text(item)
+    except RecursionError:
+        raise InvalidParameter("an array element is nested too deeply") from None
     return _quote_array_element(text)
 
 
