@@ -26,6 +26,8 @@ def parse_body(request: Request, model: type[M]) -> M:
         data = json.loads(request.body or b"null")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedJson("the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ValidationFailed(
             "the body must be a JSON object", [{"field": "", "message": "expected an object"}]

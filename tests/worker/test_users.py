@@ -46,11 +46,12 @@ async def test_invalid_fields_answer_422_with_one_entry_per_field(client: Worker
 
 
 async def test_malformed_json_answers_400(client: WorkerClient) -> None:
-    reply = await client.request(
-        "POST", "/users", body=b'{"email": ', headers={"content-type": "application/json"}
-    )
-    assert reply.status == 400
-    assert reply.json()["error"]["code"] == "malformed_json"
+    for body in (b'{"email": ', b"[" * 5000 + b"]" * 5000, b"\xff\xfe"):
+        reply = await client.request(
+            "POST", "/users", body=body, headers={"content-type": "application/json"}
+        )
+        assert reply.status == 400, body[:10]
+        assert reply.json()["error"]["code"] == "malformed_json"
 
 
 async def test_a_body_that_is_not_json_answers_415(client: WorkerClient) -> None:
@@ -149,3 +150,9 @@ async def test_user_posts_lists_only_theirs_and_404s_for_an_unknown_user(
     posts = (await client.get(f"/users/{ada['id']}/posts")).json()["items"]
     assert [p["title"] for p in posts] == ["one", "two"]
     assert (await client.get("/users/999/posts")).status == 404
+
+
+async def test_a_value_postgres_cannot_store_answers_422(client: WorkerClient) -> None:
+    reply = await client.post("/users", {"email": "nul@example.com", "name": "a\u0000b"})
+    assert reply.status == 422
+    assert reply.json()["error"]["code"] == "validation_failed"

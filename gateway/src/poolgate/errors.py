@@ -94,12 +94,16 @@ class QueryFailed(GatewayError):
 
     status = 400
 
-    def __init__(self, error: psycopg.Error) -> None:
+    def __init__(self, error: psycopg.Error, sqlstate: str | None = None) -> None:
+        """`sqlstate` stands in for errors libpq raises before Postgres sees the value."""
         diag = error.diag
         super().__init__(diag.message_primary or str(error).strip())
         self.fields: dict[str, str | None] = {
             name: getattr(diag, attribute) for name, attribute in _DIAGNOSTIC_FIELDS
         }
+        if sqlstate is not None:
+            self.fields["code"] = sqlstate
+            self.fields["severity"] = "ERROR"
 
     def body(self) -> dict[str, Any]:
         return {"message": self.message, **self.fields}

@@ -114,6 +114,10 @@ def translate_error(error: psycopg.Error) -> GatewayError:
         return Unavailable("the database connection was lost", retry_after=1)
     if sqlstate:
         return QueryFailed(error)
+    if isinstance(error, psycopg.DataError):
+        # e.g. a NUL byte in a text value, caught by libpq before sending: Postgres itself
+        # would refuse it as 22021 (character_not_in_repertoire)
+        return QueryFailed(error, sqlstate="22021")
     if isinstance(error, psycopg.OperationalError):
         return Unavailable("the database connection was lost", retry_after=1)
     return BadRequest(str(error))
