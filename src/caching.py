@@ -22,7 +22,8 @@ STALE_SECONDS = 60
 
 
 def user_posts(user_id: int) -> str:
-    return f"user_{user_id}_posts"
+    # tags are letters, digits and underscores: a (never stored) negative id keeps its sign
+    return f"user_{'m' if user_id < 0 else ''}{abs(user_id)}_posts"
 
 
 def read_cache(request: Request, *tags: str) -> Cache | None:
