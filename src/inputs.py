@@ -103,6 +103,14 @@ def decode_cursor(request: Request) -> int | None:
     return after
 
 
+def keyset_window(
+    request: Request, default_limit: int = 20, max_limit: int = 100
+) -> tuple[int, int]:
+    """`?limit=` (bounded) and the id a page starts after (0: from the beginning)."""
+    limit = query_int(request, "limit", default_limit, 1, max_limit)
+    return limit, decode_cursor(request) or 0
+
+
 def page(rows: list[dict[str, Any]], limit: int, model: type[BaseModel]) -> dict[str, Any]:
     """Items of a keyset page fetched with LIMIT limit + 1, and the cursor to the next."""
     items = rows[:limit]

@@ -14,7 +14,7 @@ from caching import (
 )
 from db.client import Statement, sql
 from errors import NotFound
-from inputs import decode_cursor, page, parse_body, query_bool, query_int, reject_explicit_nulls
+from inputs import keyset_window, page, parse_body, query_bool, reject_explicit_nulls
 from models import Post, PostCreate, PostUpdate
 from web import Response, json_response
 
@@ -27,8 +27,7 @@ def post_missing(post_id: int) -> NotFound:
 
 async def list_posts(ctx: Context) -> Response:
     """Published posts are cached (tag published_posts); drafts never are."""
-    limit = query_int(ctx.request, "limit", 20, 1, 100)
-    after = decode_cursor(ctx.request) or 0
+    limit, after = keyset_window(ctx.request)
     published = query_bool(ctx.request, "published")
     result = await ctx.db.run(
         sql(

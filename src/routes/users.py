@@ -12,12 +12,12 @@ from caching import (
 )
 from db.client import sql
 from errors import NotFound
-from inputs import decode_cursor, page, parse_body, query_int, reject_explicit_nulls
+from inputs import keyset_window, page, parse_body, reject_explicit_nulls
 from models import Post, User, UserCreate, UserUpdate
+from routes.posts import COLUMNS as POST_COLUMNS
 from web import Response, json_response
 
 COLUMNS = "id, email, name, created_at, updated_at"
-POST_COLUMNS = "id, author_id, title, body, published, published_at, created_at, updated_at"
 
 
 def user_missing(user_id: int) -> NotFound:
@@ -25,8 +25,7 @@ def user_missing(user_id: int) -> NotFound:
 
 
 async def list_users(ctx: Context) -> Response:
-    limit = query_int(ctx.request, "limit", 20, 1, 100)
-    after = decode_cursor(ctx.request) or 0
+    limit, after = keyset_window(ctx.request)
     rows = await ctx.db.query(
         f"SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2", after, limit + 1
     )
@@ -88,8 +87,7 @@ async def delete_user(ctx: Context) -> Response:
 
 
 async def list_user_posts(ctx: Context) -> Response:
-    limit = query_int(ctx.request, "limit", 20, 1, 100)
-    after = decode_cursor(ctx.request) or 0
+    limit, after = keyset_window(ctx.request)
     user_id = ctx.params["id"]
     found, posts = await ctx.db.transaction(
         [
