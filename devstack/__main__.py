@@ -114,12 +114,15 @@ def start_worker(runtime: str, port: int, log_path: Path) -> tuple[subprocess.Po
     process = subprocess.Popen(
         [
             sys.executable,
-            "-c",
-            "import sys; sys.path[:0] = ['src', '.'];"
-            "from routes.table import build_app; from devstack.worker_server import serve;"
-            f"serve(build_app(), __import__('pathlib').Path('.dev.vars'), '127.0.0.1', {port})",
+            "-m",
+            "devstack.worker_server",
+            "--dev-vars",
+            ".dev.vars",
+            "--port",
+            str(port),
         ],
         cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])},
     )
     if not wait_until_answering(url, process, seconds=30):
         raise SystemExit("devstack: the CPython server for the Worker did not start")

@@ -2,22 +2,39 @@
 start (it downloads Pyodide at start-up). Same app, same `.dev.vars`; the transport is
 httpx instead of the runtime's fetch, and deferred work runs as asyncio tasks instead
 of `ctx.waitUntil`.
+
+It is aiohttp's low-level server, so every answer is the app's: the path is handed over
+as sent (percent-encoding kept), request lines and headers far past the app's own
+limits reach the app (which answers 414/431 JSON), and what aiohttp still refuses to
+parse is answered with the app's JSON error body too.
+
+    PYTHONPATH=src:. python -m devstack.worker_server --dev-vars .dev.vars --port 8787
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import logging
+import signal
+import uuid
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from app import App, Services, database_from_env
 from db.transport import HttpxTransport
 from devstack.migrate import read_dotenv
+from errors import BadRequest, error_response
+from routes.table import build_app
 from web import MAX_BODY_BYTES, Request
+
+# aiohttp refuses longer request lines and header lines itself; the app's limits
+# (web.MAX_URL_BYTES, web.MAX_HEADER_BYTES) are far below, so the app answers first.
+PARSER_LINE_LIMIT = 1024 * 1024
 
 
 def services_from(
@@ -32,50 +49,112 @@ def services_from(
     return Services(database, defer, configuration_error=problem)
 
 
-def create_server(app: App, dev_vars: Path) -> web.Application:
-    server = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+async def read_body(incoming: web.BaseRequest) -> bytes | None:
+    """The body, or None when it is over MAX_BODY_BYTES (not read further)."""
+    if (incoming.content_length or 0) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in incoming.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def to_request(incoming: web.BaseRequest) -> Request:
+    body = await read_body(incoming)
+    path, _, query_string = incoming.raw_path.partition("?")
+    return Request(
+        method=incoming.method,
+        path=path,
+        query=dict(incoming.query),
+        query_string=query_string,
+        headers={k.lower(): v for k, v in incoming.headers.items()},
+        body=body or b"",
+        body_too_large=body is None,
+    )
+
+
+def to_aiohttp(status: int, body: bytes, headers: dict[str, str]) -> web.Response:
+    # HEAD: the app gives no body but GET's Content-Length, which aiohttp then keeps
+    return web.Response(status=status, body=body or None, headers=headers)
+
+
+class _JsonErrorHandler(web_protocol.RequestHandler):
+    """aiohttp's protocol handler, answering what it cannot parse as the app would."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status != 400:
+            return super().handle_error(request, status, exc, message)
+        self.log_debug("unparsable request: %r", exc)
+        answer = error_response(
+            BadRequest(f"the request could not be parsed as HTTP/1.1: {exc}"), str(uuid.uuid4())
+        )
+        response = to_aiohttp(answer.status, answer.body, answer.headers)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+async def run(app: App, dev_vars: Path, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM; then finish deferred work and close the transport."""
     transport = HttpxTransport()
     tasks: set[asyncio.Task[Any]] = set()
     services = services_from(dev_vars, transport, tasks)
 
-    async def handle(incoming: web.Request) -> web.Response:
-        declared = incoming.content_length or 0
-        too_large = declared > MAX_BODY_BYTES
-        body = b""
-        if not too_large:
-            try:
-                body = await incoming.read()
-            except web.HTTPRequestEntityTooLarge:
-                too_large = True
-        request = Request(
-            method=incoming.method,
-            path=incoming.path,
-            query=dict(incoming.query),
-            headers={k.lower(): v for k, v in incoming.headers.items()},
-            body=body,
-            body_too_large=too_large,
-        )
-        response = await app.handle(request, services)
-        headers = {k: v for k, v in response.headers.items() if k != "content-length"}
-        return web.Response(status=response.status, body=response.body or None, headers=headers)
+    async def handle(incoming: web.BaseRequest) -> web.StreamResponse:
+        response = await app.handle(await to_request(incoming), services)
+        return to_aiohttp(response.status, response.body, response.headers)
 
-    async def close(_: web.Application) -> None:
+    server = _Server(
+        handle,
+        max_line_size=PARSER_LINE_LIMIT,
+        max_field_size=PARSER_LINE_LIMIT,
+        access_log=logging.getLogger("aiohttp.access"),
+        access_log_format="worker: %r %s %Tfs",
+    )
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopped.set)
+    try:
+        await stopped.wait()
+    finally:
+        await runner.cleanup()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await transport.aclose()
-
-    server.router.add_route("*", "/{tail:.*}", handle)
-    server.on_cleanup.append(close)
-    return server
 
 
 def serve(app: App, dev_vars: Path, host: str, port: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per query is noise here
-    web.run_app(
-        create_server(app, dev_vars),
-        host=host,
-        port=port,
-        print=None,
-        access_log_format="worker: %r %s %Tfs",
-    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(app, dev_vars, host, port))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m devstack.worker_server")
+    parser.add_argument("--dev-vars", type=Path, default=Path(".dev.vars"))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8787)
+    args = parser.parse_args()
+    serve(build_app(), args.dev_vars, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

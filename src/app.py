@@ -11,14 +11,29 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
+import cors
 from db.client import Database
 from db.config import ConfigurationError, DatabaseConfig
 from db.transport import Transport
-from errors import AppError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
+from errors import (
+    AppError,
+    HeadersTooLarge,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UriTooLong,
+    error_response,
+)
 from router import Match, MatchKind, Router
-from web import MAX_BODY_BYTES, Request, Response, json_response
+from web import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_URL_BYTES,
+    Request,
+    Response,
+    json_response,
+)
 
 log = logging.getLogger("worker")
 
@@ -111,6 +126,7 @@ class App:
             response.headers["content-length"] = str(len(response.body))
             response.body = b""
         response.headers["x-request-id"] = request_id
+        response.headers.update(cors.RESPONSE_HEADERS)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         if services.database is not None:
             services.defer(
@@ -119,9 +135,16 @@ class App:
         return response
 
     async def _dispatch(self, request: Request, request_id: str, services: Services) -> Response:
+        if len(request.path) + len(request.query_string) > MAX_URL_BYTES:
+            raise UriTooLong(f"the path and query must be at most {MAX_URL_BYTES} bytes")
+        if sum(len(k) + len(v) for k, v in request.headers.items()) > MAX_HEADER_BYTES:
+            raise HeadersTooLarge(f"the headers must be at most {MAX_HEADER_BYTES} bytes")
         match: Match[RouteSpec] = self.router.match(request.method, request.path)
         if match.kind is MatchKind.PARTIAL:
-            raise MethodNotAllowed(match.allowed)
+            allowed = tuple(sorted({*match.allowed, "OPTIONS"}))
+            if request.method == "OPTIONS":
+                return Response(204, b"", cors.options_headers(allowed, request.headers))
+            raise MethodNotAllowed(allowed)
         if match.kind is MatchKind.NONE or match.route is None:
             canonical = self.router.canonical_path(request.path)
             if canonical is not None:
@@ -134,8 +157,7 @@ class App:
 
 
 def _redirect(path: str, request: Request) -> Response:
-    query = urlencode(request.query)
-    location = path + (f"?{query}" if query else "")
+    location = path + (f"?{request.query_string}" if request.query_string else "")
     return json_response({"redirect": location}, status=308, headers={"location": location})
 
 

@@ -2,13 +2,17 @@
 
     AppError                  an answer with a status, a machine-readable code, a message
     ├── BadRequest            400 bad_request: a query parameter or header is invalid
+    ├── BadCursor             400 bad_cursor: a ?cursor= this API did not issue
     ├── MalformedJson         400 malformed_json: the body is not JSON
     ├── NotFound              404 not_found: no such route or row
     ├── MethodNotAllowed      405 method_not_allowed: the path exists under other methods
     ├── Conflict              409 conflict: a unique value is taken
     ├── PayloadTooLarge       413 payload_too_large: the body is over the limit
+    ├── UriTooLong            414 uri_too_long: path and query over the limit
     ├── UnsupportedMediaType  415 unsupported_media_type: a body that is not JSON
     ├── ValidationFailed      422 validation_failed: fields failed validation (details)
+    ├── HeadersTooLarge       431 headers_too_large: the request's headers over the limit
+    ├── BadGateway            502 bad_gateway: the database endpoint failed on its side
     └── ServiceUnavailable    503 database_unavailable: retry after a moment
 
 Database errors (db.errors) are translated here too, through one SQLSTATE table, so a
@@ -48,6 +52,15 @@ class BadRequest(AppError):
     status, code = 400, "bad_request"
 
 
+class BadCursor(AppError):
+    """Raised for a `?cursor=` that is not one this API issued (forged or damaged)."""
+
+    status, code = 400, "bad_cursor"
+
+    def __init__(self) -> None:
+        super().__init__("?cursor is not a cursor this API issued; pass next_cursor back as is")
+
+
 class MalformedJson(AppError):
     """Raised when a request body cannot be parsed as JSON."""
 
@@ -85,6 +98,12 @@ class PayloadTooLarge(AppError):
     status, code = 413, "payload_too_large"
 
 
+class UriTooLong(AppError):
+    """Raised when the path and query string together are over the limit."""
+
+    status, code = 414, "uri_too_long"
+
+
 class UnsupportedMediaType(AppError):
     """Raised when a request carries a body that is declared as something other than JSON."""
 
@@ -95,6 +114,19 @@ class ValidationFailed(AppError):
     """Raised when fields fail validation; `details` lists each field's problem."""
 
     status, code = 422, "validation_failed"
+
+
+class HeadersTooLarge(AppError):
+    """Raised when the request's headers together are over the limit."""
+
+    status, code = 431, "headers_too_large"
+
+
+class BadGateway(AppError):
+    """Raised when the database endpoint failed on its side (a 5xx other than 503):
+    not an outage, so no Retry-After."""
+
+    status, code = 502, "bad_gateway"
 
 
 class ServiceUnavailable(AppError):
@@ -113,13 +145,17 @@ class ServiceUnavailable(AppError):
 APP_ERRORS: tuple[type[AppError], ...] = (
     AppError,
     BadRequest,
+    BadCursor,
     MalformedJson,
     NotFound,
     MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
+    UriTooLong,
     UnsupportedMediaType,
     ValidationFailed,
+    HeadersTooLarge,
+    BadGateway,
     ServiceUnavailable,
 )
 
@@ -144,6 +180,8 @@ def from_database_error(error: db_errors.DatabaseError) -> AppError:
         return ValidationFailed(error.message, _query_error_details(error))
     if isinstance(error, db_errors.DatabaseUnavailable | db_errors.Retryable):
         return ServiceUnavailable(f"the database is unavailable: {error.reason}")
+    if isinstance(error, db_errors.EndpointFailed | db_errors.ProtocolError):
+        return BadGateway(error.reason)
     log.error("database error: %r", error)
     return AppError()
 

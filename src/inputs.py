@@ -6,36 +6,98 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from errors import BadRequest, MalformedJson, UnsupportedMediaType, ValidationFailed
+from errors import BadCursor, BadRequest, MalformedJson, UnsupportedMediaType, ValidationFailed
 from web import Request
 
 M = TypeVar("M", bound=BaseModel)
 
 
+MAX_JSON_DEPTH = 32  # objects and arrays in a body, the body itself counted as one
+_MEDIA_TYPE = "application/json"
+
+
 def parse_body(request: Request, model: type[M]) -> M:
-    content_type = request.headers.get("content-type", "application/json")
-    if "json" not in content_type.split(";")[0]:
-        raise UnsupportedMediaType(
-            f"send JSON (Content-Type: application/json), not {content_type}"
-        )
-    try:
-        data = json.loads(request.body or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedJson(f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise MalformedJson("the body is nested too deeply") from None
+    """The body as `model`: JSON (RFC 8259, UTF-8), at most `MAX_JSON_DEPTH` deep, with
+    every number finite and every string real text; fields typed strictly."""
+    _require_json_media_type(request.headers.get("content-type"))
+    data = read_json(request.body or b"null")
     if not isinstance(data, dict):
         raise ValidationFailed(
             "the body must be a JSON object", [{"field": "", "message": "expected an object"}]
         )
+    problems = list(_content_problems(data, ""))
+    if problems:
+        raise ValidationFailed("some values cannot be accepted", problems)
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=True)
     except ValidationError as exc:
         raise ValidationFailed("some fields are invalid", field_errors(exc)) from None
+
+
+def _require_json_media_type(content_type: str | None) -> None:
+    """Media types are case-insensitive and may carry parameters; JSON is UTF-8 only."""
+    if content_type is None:
+        return
+    media_type, *parameters = (part.strip().lower() for part in content_type.split(";"))
+    charsets = {
+        value.strip('"')
+        for name, _, value in (p.partition("=") for p in parameters)
+        if name.strip() == "charset"
+    }
+    if media_type != _MEDIA_TYPE or not charsets <= {"utf-8", "utf8"}:
+        raise UnsupportedMediaType(
+            f"send JSON (Content-Type: application/json), not {content_type}"
+        )
+
+
+def _not_json(literal: str) -> Any:
+    raise MalformedJson(f"the body is not valid JSON: {literal} is not a JSON value")
+
+
+def read_json(body: bytes) -> Any:
+    """Parse a JSON body; NaN and the infinities are not JSON (400)."""
+    try:
+        return json.loads(body, parse_constant=_not_json)
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of over 4300 digits
+        raise MalformedJson(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedJson(f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
+
+
+def _content_problems(value: Any, where: str, depth: int = 1) -> Iterator[dict[str, str]]:
+    """Values no field may hold, wherever they are: nesting past the limit, numbers
+    beyond a double's range, strings that are not text (a lone UTF-16 surrogate)."""
+    field = where or "(body)"
+    if isinstance(value, dict | list):
+        if depth > MAX_JSON_DEPTH:
+            yield {"field": field, "message": f"nests deeper than {MAX_JSON_DEPTH} levels"}
+            return
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            shown = str(key).encode("utf-8", "backslashreplace").decode()
+            inner = f"{where}.{shown}" if where else shown
+            if isinstance(key, str) and not _is_text(key):
+                yield {"field": inner, "message": "the key holds a lone surrogate, not text"}
+            yield from _content_problems(item, inner, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield {"field": field, "message": "the number is out of range"}
+    elif isinstance(value, str) and not _is_text(value):
+        yield {"field": field, "message": "the string holds a lone surrogate, not text"}
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def reject_explicit_nulls(data: BaseModel) -> set[str]:
@@ -57,14 +119,17 @@ def field_errors(error: ValidationError) -> list[dict[str, str]]:
     ]
 
 
+_ASCII_INTEGER = re.compile(r"-?[0-9]{1,20}")
+_BIGINT_MAX = 2**63 - 1
+
+
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"?{name} must be a whole number, got {raw!r}") from None
+    if not _ASCII_INTEGER.fullmatch(raw):
+        raise BadRequest(f"?{name} must be a whole number in ASCII digits, got {raw!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise BadRequest(f"?{name} must be between {low} and {high}, got {value}")
     return value
@@ -89,17 +154,24 @@ def encode_cursor(position: dict[str, Any]) -> str:
 
 
 def decode_cursor(request: Request) -> int | None:
-    """The id a keyset page starts after, from the opaque `?cursor=`."""
+    """The id a keyset page starts after (or before), from the opaque `?cursor=`.
+
+    Only what `encode_cursor` writes is accepted: the same bytes, an id in bigint's
+    positive range. Anything else is 400 bad_cursor, never a database error."""
     raw = request.query.get("cursor")
     if not raw:
         return None
     try:
         position = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        after = position["after"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise BadRequest("?cursor is not a cursor this API issued") from None
-    if not isinstance(after, int) or isinstance(after, bool):
-        raise BadRequest("?cursor is not a cursor this API issued")
+    except (binascii.Error, ValueError, RecursionError):
+        raise BadCursor() from None
+    after = position.get("after") if isinstance(position, dict) else None
+    if (
+        type(after) is not int
+        or not 0 < after <= _BIGINT_MAX
+        or encode_cursor({"after": after}) != raw
+    ):
+        raise BadCursor()
     return after
 
 
@@ -116,6 +188,6 @@ def page(rows: list[dict[str, Any]], limit: int, model: type[BaseModel]) -> dict
     items = rows[:limit]
     more = len(rows) > limit
     return {
-        "items": [model.model_validate(row).model_dump(mode="json") for row in items],
+        "items": [model.model_validate(row) for row in items],
         "next_cursor": encode_cursor({"after": items[-1]["id"]}) if more else None,
     }

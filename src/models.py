@@ -1,38 +1,65 @@
-"""The API's shapes at its edges: what clients send (validated) and what they get."""
+"""The API's shapes at its edges: what clients send (validated) and what they get.
+
+Input rules (the README's API section repeats them): fields are typed strictly (an
+integer is a JSON integer, never a string or a boolean; a string is a JSON string);
+text is stored exactly as sent, except an e-mail address, which is trimmed and
+lower-cased because that is what makes two addresses the same; names and titles need
+one visible character.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
+
+from web import RawJson
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+BIGINT_MAX = 2**63 - 1
+
+
+def _visible(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must contain a visible character")
+    return text
+
+
+def _normal_email(email: str) -> str:
+    return email.strip().lower()
+
+
+Email = Annotated[str, BeforeValidator(lambda v: _normal_email(v) if isinstance(v, str) else v)]
+VisibleText = Annotated[str, AfterValidator(_visible)]
+# A stored JSON document, served as Postgres wrote it (never parsed by the Worker).
+StoredJson = Annotated[
+    RawJson,
+    BeforeValidator(lambda v: v if isinstance(v, RawJson) else RawJson(str(v))),
+    WithJsonSchema({"type": "object"}),
+]
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class UserCreate(_Input):
-    email: str = Field(pattern=EMAIL_PATTERN, max_length=254)
-    name: str = Field(min_length=1, max_length=100)
-
-    @field_validator("email")
-    @classmethod
-    def lower_case_email(cls, email: str) -> str:
-        return email.lower()
+    email: Email = Field(pattern=EMAIL_PATTERN, max_length=254)
+    name: VisibleText = Field(max_length=100)
 
 
 class UserUpdate(_Input):
-    email: str | None = Field(default=None, pattern=EMAIL_PATTERN, max_length=254)
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-
-    @field_validator("email")
-    @classmethod
-    def lower_case_email(cls, email: str | None) -> str | None:
-        return email.lower() if email is not None else None
+    email: Email | None = Field(default=None, pattern=EMAIL_PATTERN, max_length=254)
+    name: VisibleText | None = Field(default=None, max_length=100)
 
 
 class User(BaseModel):
@@ -44,13 +71,13 @@ class User(BaseModel):
 
 
 class PostCreate(_Input):
-    author_id: int = Field(gt=0)
-    title: str = Field(min_length=1, max_length=200)
+    author_id: int = Field(gt=0, le=BIGINT_MAX)
+    title: VisibleText = Field(max_length=200)
     body: str = Field(default="", max_length=100_000)
 
 
 class PostUpdate(_Input):
-    title: str | None = Field(default=None, min_length=1, max_length=200)
+    title: VisibleText | None = Field(default=None, max_length=200)
     body: str | None = Field(default=None, max_length=100_000)
 
 
@@ -72,10 +99,12 @@ class LogCreate(_Input):
 
 
 class Log(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     id: int
     level: LogLevel
     message: str
-    meta: dict[str, Any]
+    meta: StoredJson
     created_at: datetime
 
 

@@ -10,6 +10,10 @@ pattern is rejected right there) and matched in the order they were added.
 A path that matches under other methods only gives a PARTIAL match carrying the allowed
 methods (for 405 + Allow); HEAD is served by GET. Trailing slashes are significant:
 `/users/` does not match `/users`; `canonical_path` says where such a path should go.
+
+Paths are matched as sent, percent-encoding kept, so `%2F` never splits a segment; a
+`str` parameter is decoded after matching. An `int` parameter is a bigint (-2^63 to
+2^63-1): a segment outside that range does not match at all (404, not 405).
 """
 
 from __future__ import annotations
@@ -19,16 +23,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
+from urllib.parse import unquote
 from uuid import UUID
 
 H = TypeVar("H")
 
 _PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-z]+))?}")
 
+
+def _bigint(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{text} is outside bigint's range")
+    return value
+
+
+def _decoded(text: str) -> str:
+    return unquote(text, errors="strict")
+
+
 # converter name -> (regex for the segment, function from segment text to value)
 CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "str": (r"[^/]+", str),
-    "int": (r"-?[0-9]{1,18}", int),
+    "str": (r"[^/]+", _decoded),
+    "int": (r"-?[0-9]{1,19}", _bigint),
     "uuid": (r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", UUID),
 }
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -116,14 +133,13 @@ class Router(Generic[H]):
             found = route.regex.match(path)
             if found is None:
                 continue
+            try:
+                params = {
+                    name: route.converters[name](value) for name, value in found.groupdict().items()
+                }
+            except ValueError:
+                continue
             if route.method == wanted:
-                try:
-                    params = {
-                        name: route.converters[name](value)
-                        for name, value in found.groupdict().items()
-                    }
-                except ValueError:
-                    continue
                 return Match(MatchKind.FULL, route, params)
             if route.method not in allowed:
                 allowed.append(route.method)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -17,13 +19,16 @@ from uuid import UUID
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 MAX_BODY_BYTES = 1024 * 1024  # larger request bodies are refused (413) without being read
+MAX_URL_BYTES = 8 * 1024  # path and query string together (414 beyond)
+MAX_HEADER_BYTES = 32 * 1024  # every header name and value together (431 beyond)
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
     method: str
-    path: str
+    path: str  # as sent: percent-encoding kept, so an encoded "/" never splits a segment
     query: Mapping[str, str] = field(default_factory=dict)
+    query_string: str = ""  # as sent, for answers that must repeat it exactly
     headers: Mapping[str, str] = field(default_factory=dict)  # names lower-cased
     body: bytes = b""
     body_too_large: bool = False  # set by the adapter when it refused to read the body
@@ -36,6 +41,20 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class RawJson:
+    """JSON text sent exactly as it is (a stored document passes through unparsed, so
+    no content, however deep, can make its own answer fail). Not a dataclass: pydantic
+    would dump a dataclass as a dict instead of handing this value through."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"RawJson({self.text[:40]!r}...)"
+
+
 def _to_json(value: Any) -> Any:
     if isinstance(value, datetime | date | time):
         return value.isoformat()
@@ -46,12 +65,24 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
+        return value.model_dump()  # python mode: RawJson fields stay themselves
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def encode_json(data: Any) -> bytes:
-    return json.dumps(data, default=_to_json, ensure_ascii=False, separators=(",", ":")).encode()
+    raw: list[str] = []
+    marker = f"raw-json-{secrets.token_hex(16)}-"  # unguessable, so no content collides
+
+    def default(value: Any) -> Any:
+        if isinstance(value, RawJson):
+            raw.append(value.text)
+            return f"{marker}{len(raw) - 1}"
+        return _to_json(value)
+
+    text = json.dumps(data, default=default, ensure_ascii=False, separators=(",", ":"))
+    if raw:
+        text = re.sub(f'"{marker}([0-9]+)"', lambda found: raw[int(found[1])], text)
+    return text.encode()
 
 
 def json_response(

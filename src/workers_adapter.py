@@ -64,6 +64,7 @@ async def to_request(request: WorkersRequest) -> Request:
         method=request.method,
         path=url.path or "/",
         query=dict(parse_qsl(url.query, keep_blank_values=True)),
+        query_string=url.query,
         headers=headers,
         body=b"" if too_large else body,
         body_too_large=too_large,

@@ -1,7 +1,8 @@
 """Database errors, translated once from the endpoint's reply (see `from_reply`).
 
 DatabaseError               anything that went wrong reaching or using the database
-├── DatabaseUnavailable     network failure, timeout, 5xx, credentials refused
+├── DatabaseUnavailable     network failure, timeout, 503, credentials refused
+├── EndpointFailed          the endpoint failed on its side (a 5xx other than 503)
 ├── ProtocolError           the endpoint answered something this client cannot read
 ├── ResultTooLarge          the endpoint refused to send a result that large
 └── QueryError              Postgres raised an error (carries SQLSTATE and fields)
@@ -29,7 +30,12 @@ class DatabaseError(Exception):
 
 
 class DatabaseUnavailable(DatabaseError):
-    """Raised when the endpoint cannot be reached, times out, or answers 5xx."""
+    """Raised when the endpoint cannot be reached, times out, or answers 503."""
+
+
+class EndpointFailed(DatabaseError):
+    """Raised when the endpoint answers a server error other than 503: its own fault,
+    not an outage that waiting would cure."""
 
 
 class ProtocolError(DatabaseError):
@@ -110,8 +116,10 @@ def query_error(fields: dict[str, Any]) -> DatabaseError:
 
 def from_reply(status: int, body: bytes) -> DatabaseError:
     """The error an endpoint's non-200 reply stands for."""
-    if status >= 500 and status != 507:
+    if status == 503:
         return DatabaseUnavailable(f"the database endpoint answered {status}")
+    if status >= 500 and status != 507:
+        return EndpointFailed(f"the database endpoint failed ({status})")
     try:
         fields = json.loads(body)
     except ValueError:

@@ -7,7 +7,8 @@ from inputs import decode_cursor, page, parse_body, query_choice, query_int
 from models import Log, LogCreate
 from web import Response, json_response
 
-COLUMNS = "id, level, message, meta, created_at"
+# meta is read as text and served as it is stored: no document can fail its own read
+COLUMNS = "id, level, message, meta::text AS meta, created_at"
 LEVELS = ("debug", "info", "warning", "error")
 
 

@@ -147,7 +147,7 @@ def test_failures_become_json_errors_in_the_runtime(
 
 
 def test_wrong_method_carries_allow(pyodide_results: dict[str, Any]) -> None:
-    assert pyodide_results["wrong_method"]["headers"]["allow"] == "GET, HEAD, POST"
+    assert pyodide_results["wrong_method"]["headers"]["allow"] == "GET, HEAD, OPTIONS, POST"
 
 
 def test_a_route_reaches_postgres_through_the_runtimes_fetch(

@@ -127,3 +127,52 @@ class GatewayFactory:
     def stop_all(self) -> None:
         for gateway in self.started:
             gateway.stop()
+
+
+@dataclass
+class WorkerServer:
+    """The Worker's route table on the CPython host (`devstack.worker_server`)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_worker_server(dev_vars: Path, log_path: Path) -> WorkerServer:
+    port = free_port()
+    root = Path(__file__).resolve().parents[2]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devstack.worker_server",
+                "--dev-vars",
+                str(dev_vars),
+                "--port",
+                str(port),
+            ],
+            cwd=root,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])},
+        )
+    server = WorkerServer(f"http://127.0.0.1:{port}", process)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Worker host exited:\n{log_path.read_text()}")
+        try:
+            httpx.get(f"{server.url}/", timeout=1)
+            return server
+        except httpx.TransportError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"the Worker host did not answer:\n{log_path.read_text()}")

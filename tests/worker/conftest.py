@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -22,7 +22,13 @@ from db.config import DatabaseConfig
 from db.transport import HttpxTransport
 from devstack.postgres import EmbeddedPostgres
 from routes.table import build_app
-from tests.support.services import APP_DATABASE, Gateway, make_app_url
+from tests.support.services import (
+    APP_DATABASE,
+    Gateway,
+    WorkerServer,
+    make_app_url,
+    start_worker_server,
+)
 from web import Request
 
 
@@ -64,6 +70,7 @@ class WorkerClient:
             method=method,
             path=url.path,
             query=dict(parse_qsl(url.query, keep_blank_values=True)),
+            query_string=url.query,
             headers=sent_headers,
             body=body or b"",
             body_too_large=body_too_large,
@@ -107,10 +114,26 @@ def client(database: Database) -> WorkerClient:
     return WorkerClient(build_app(), database)
 
 
+@pytest.fixture(scope="session")
+def worker_server(
+    gateway: Gateway, schema: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerServer]:
+    """The CPython host (what `./dev up` runs when workerd cannot start), over HTTP."""
+    folder = tmp_path_factory.mktemp("worker-host")
+    dev_vars = folder / ".dev.vars"
+    dev_vars.write_text(
+        f"DATABASE_URL={make_app_url()}\nDATABASE_HTTP_ENDPOINT={gateway.url}/sql\n"
+    )
+    server = start_worker_server(dev_vars, folder / "worker.log")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
 def empty_tables(request: pytest.FixtureRequest) -> None:
     """Tests that use the database start from empty tables; others start no services."""
-    if "client" not in request.fixturenames and "database" not in request.fixturenames:
+    users = {"client", "database", "worker_server"}
+    if not users & set(request.fixturenames):
         return
     request.getfixturevalue("schema")
     postgres: EmbeddedPostgres = request.getfixturevalue("postgres")

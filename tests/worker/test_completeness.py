@@ -57,7 +57,8 @@ DATABASE_ERRORS = [
     (db_errors.Retryable({"code": "40001", "message": "serialize"}), 503),
     (db_errors.QueryError({"code": "42601", "message": "syntax"}), 500),
     (db_errors.DatabaseUnavailable("down"), 503),
-    (db_errors.ProtocolError("garbled"), 500),
+    (db_errors.EndpointFailed("endpoint failed (500)"), 502),
+    (db_errors.ProtocolError("garbled"), 502),
     (db_errors.ResultTooLarge("big"), 500),
 ]
 

@@ -31,8 +31,8 @@ async def test_unknown_path_is_a_json_404(client: WorkerClient) -> None:
 async def test_wrong_method_is_a_json_405_with_allow(client: WorkerClient) -> None:
     reply = await client.request("PUT", "/users")
     assert reply.status == 405
-    assert reply.headers["allow"] == "GET, HEAD, POST"
-    assert reply.json()["error"]["details"] == {"allowed": ["GET", "HEAD", "POST"]}
+    assert reply.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+    assert reply.json()["error"]["details"] == {"allowed": ["GET", "HEAD", "OPTIONS", "POST"]}
 
 
 async def test_head_is_answered_by_get_without_a_body(client: WorkerClient) -> None:
@@ -49,7 +49,7 @@ async def test_trailing_slash_redirects_to_the_canonical_path_keeping_the_query(
     assert reply.headers["location"] == "/users?limit=5"
     assert reply.json() == {"redirect": "/users?limit=5"}
     encoded = await client.get("/logs/?level=info&cursor=a%2Bb%20c")
-    assert encoded.headers["location"] == "/logs?level=info&cursor=a%2Bb+c"
+    assert encoded.headers["location"] == "/logs?level=info&cursor=a%2Bb%20c"
 
 
 async def test_openapi_describes_bodies_responses_and_parameters(client: WorkerClient) -> None:

@@ -2,6 +2,7 @@
 
     GatewayError                    any failure answered with a JSON body
     ├── BadRequest                  400: malformed body, header or connection string
+    ├── InvalidText                 400 + SQLSTATE 22021: a string that is not text
     ├── AuthenticationFailed        400 + SQLSTATE 28P01: credentials refused upstream
     ├── QueryFailed                 400: Postgres raised an error for a statement
     ├── RouteNotFound               404: no such endpoint
@@ -68,6 +69,25 @@ class BadRequest(GatewayError):
     """Raised when the request's body, a header or the connection string is malformed."""
 
     status = 400
+
+
+class InvalidText(GatewayError):
+    """Raised when a query or parameter holds a lone UTF-16 surrogate: not text in any
+    encoding, so refused before Postgres as Postgres refuses invalid UTF-8 (22021)."""
+
+    status = 400
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f'invalid byte sequence for encoding "UTF8": {where} holds a lone surrogate'
+        )
+
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message, "code": "22021", "severity": "ERROR"}
+
+    @property
+    def sqlstate(self) -> str | None:
+        return "22021"
 
 
 class AuthenticationFailed(GatewayError):

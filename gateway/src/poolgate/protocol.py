@@ -7,13 +7,15 @@ any connection is taken from a pool.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from poolgate.errors import BadRequest
+from poolgate.errors import BadRequest, InvalidText
 from poolgate.values import InvalidParameter, param_to_text
 
 
@@ -79,7 +81,7 @@ def parse_sql_request(headers: Mapping[str, str], body: bytes) -> SqlRequest:
     )
     raw_text = headers.get("Neon-Raw-Text-Output") == "true"
     default_array_mode = headers.get("Neon-Array-Mode") == "true"
-    payload = _json_object(body)
+    payload = json_object(body)
     if "queries" in payload:
         queries = payload["queries"]
         if not isinstance(queries, list):
@@ -88,9 +90,31 @@ def parse_sql_request(headers: Mapping[str, str], body: bytes) -> SqlRequest:
             _statement(item, default_array_mode, f"queries[{index}]")
             for index, item in enumerate(queries)
         )
-        return SqlRequest(credentials, statements, _batch_options(headers), raw_text)
-    statement = _statement(payload, default_array_mode, "body")
-    return SqlRequest(credentials, (statement,), None, raw_text)
+        batch = _batch_options(headers)
+    else:
+        statements = (_statement(payload, default_array_mode, "body"),)
+        batch = None
+    if _SURROGATE_ESCAPE.search(body):
+        _require_text(statements)
+    return SqlRequest(credentials, statements, batch, raw_text)
+
+
+# JSON can spell a lone UTF-16 surrogate only as an escape; a body without one needs
+# no further look (raw bytes that are not UTF-8 already failed to parse).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _require_text(statements: tuple[Statement, ...]) -> None:
+    for index, statement in enumerate(statements):
+        for where, text in (("the query", statement.query), *_params_of(statement)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidText(f"statement {index}: {where}") from None
+
+
+def _params_of(statement: Statement) -> list[tuple[str, str]]:
+    return [(f"parameter ${n}", p) for n, p in enumerate(statement.params, 1) if p is not None]
 
 
 def parse_credentials(connection_string: str | None, authorization: str | None) -> Credentials:
@@ -120,10 +144,22 @@ def parse_credentials(connection_string: str | None, authorization: str | None) 
     return Credentials(user=user, password=password, database=database)
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def _not_json(literal: str) -> Any:
+    raise BadRequest(f"request body is not valid JSON: {literal} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest(f"request body holds a number out of range: {text[:40]}")
+    return value
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object (RFC 8259: no NaN, no infinities)."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        payload = json.loads(body, parse_constant=_not_json, parse_float=_finite)
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of over 4300 digits
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
     except RecursionError:
         raise BadRequest("request body is nested too deeply") from None

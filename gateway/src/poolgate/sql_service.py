@@ -4,7 +4,6 @@ run upstream on a pooled connection, invalidate after a write commits.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -18,10 +17,16 @@ from poolgate.cache_policy import (
 )
 from poolgate.cache_stores import CacheUnavailable
 from poolgate.config import Settings
-from poolgate.errors import BadRequest, QueryFailed, Unavailable
+from poolgate.errors import QueryFailed, Unavailable
 from poolgate.execute import Outcome, run_request
 from poolgate.pool import PoolRegistry
-from poolgate.protocol import Credentials, SqlRequest, parse_credentials, parse_sql_request
+from poolgate.protocol import (
+    Credentials,
+    SqlRequest,
+    json_object,
+    parse_credentials,
+    parse_sql_request,
+)
 
 READ_ONLY_VIOLATION = "25006"
 
@@ -67,13 +72,7 @@ class SqlService:
         credentials = parse_credentials(
             headers.get("Neon-Connection-String"), headers.get("Authorization")
         )
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise BadRequest("request body is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise BadRequest('request body must be {"tags": [...]}')
-        tags = parse_tags(payload.get("tags"), "tags")
+        tags = parse_tags(json_object(body).get("tags"), "tags")
         await self._pools.authenticate(credentials)
         if self.cache is None:
             return 0

@@ -1,0 +1,77 @@
+"""The CPython host over real HTTP: what reaches the app is what the client sent, and
+every answer, even to a request aiohttp cannot parse, is the app's JSON."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.support.services import WorkerServer
+
+JSON_TYPE = "application/json; charset=utf-8"
+
+
+def assert_json_error(reply: httpx.Response, status: int, code: str) -> None:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"] == JSON_TYPE
+    assert reply.json()["error"]["code"] == code
+
+
+def test_an_encoded_slash_does_not_split_a_segment(worker_server: WorkerServer) -> None:
+    created = httpx.post(f"{worker_server.url}/users", json={"email": "a@b.co", "name": "A"})
+    assert created.status_code == 201
+    assert httpx.get(f"{worker_server.url}/users/1").status_code == 200
+    assert_json_error(httpx.get(f"{worker_server.url}/users%2F1"), 404, "not_found")
+    assert_json_error(httpx.get(f"{worker_server.url}/users%2f1"), 404, "not_found")
+
+
+def test_head_carries_the_content_length_of_get(worker_server: WorkerServer) -> None:
+    get = httpx.get(f"{worker_server.url}/")
+    head = httpx.head(f"{worker_server.url}/")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(get.content))
+    assert head.headers["content-type"] == JSON_TYPE
+
+
+@pytest.mark.parametrize("size", [8 * 1024, 60 * 1024])
+def test_a_url_over_8_kib_is_414_json(worker_server: WorkerServer, size: int) -> None:
+    assert_json_error(httpx.get(f"{worker_server.url}/users?q={'x' * size}"), 414, "uri_too_long")
+
+
+def test_headers_over_32_kib_are_431_json(worker_server: WorkerServer) -> None:
+    reply = httpx.get(f"{worker_server.url}/users", headers={"x-big": "y" * 40_000})
+    assert_json_error(reply, 431, "headers_too_large")
+
+
+def raw_exchange(url: str, request: bytes) -> bytes:
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(request)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+    ids=["malformed-header", "bad-content-length", "nul-in-path", "not-http"],
+)
+def test_what_the_parser_refuses_is_still_answered_with_json(
+    worker_server: WorkerServer, request_bytes: bytes
+) -> None:
+    answer = raw_exchange(worker_server.url, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", head
+    assert b"content-type: application/json" in head.lower()
+    assert b'"code":"bad_request"' in body
