@@ -23,7 +23,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web, web_protocol
+from aiohttp import web
+from poolgate.json_server import JsonErrorServer
 
 from app import App, Services, database_from_env
 from db.transport import HttpxTransport
@@ -81,30 +82,13 @@ def to_aiohttp(status: int, body: bytes, headers: dict[str, str]) -> web.Respons
     return web.Response(status=status, body=body or None, headers=headers)
 
 
-class _JsonErrorHandler(web_protocol.RequestHandler):
-    """aiohttp's protocol handler, answering what it cannot parse as the app would."""
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status != 400:
-            return super().handle_error(request, status, exc, message)
-        self.log_debug("unparsable request: %r", exc)
-        answer = error_response(
-            BadRequest(f"the request could not be parsed as HTTP/1.1: {exc}"), str(uuid.uuid4())
-        )
-        response = to_aiohttp(answer.status, answer.body, answer.headers)
-        response.force_close()
-        return response
-
-
-class _Server(web.Server):
-    def __call__(self) -> web_protocol.RequestHandler:
-        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+def answer_unparsable(exc: BaseException | None) -> web.Response:
+    """What aiohttp could not parse is answered as the app answers a bad request."""
+    reason = getattr(exc, "message", None) or type(exc).__name__
+    answer = error_response(
+        BadRequest(f"the request is not valid HTTP/1.1: {reason}"), str(uuid.uuid4())
+    )
+    return to_aiohttp(answer.status, answer.body, answer.headers)
 
 
 async def run(app: App, dev_vars: Path, host: str, port: int) -> None:
@@ -117,8 +101,9 @@ async def run(app: App, dev_vars: Path, host: str, port: int) -> None:
         response = await app.handle(await to_request(incoming), services)
         return to_aiohttp(response.status, response.body, response.headers)
 
-    server = _Server(
+    server = JsonErrorServer(
         handle,
+        answer_parse_error=answer_unparsable,
         max_line_size=PARSER_LINE_LIMIT,
         max_field_size=PARSER_LINE_LIMIT,
         access_log=logging.getLogger("aiohttp.access"),

@@ -125,7 +125,7 @@ _BIGINT_MAX = 2**63 - 1
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:  # an empty value is a value, refused below like any other
         return default
     if not _ASCII_INTEGER.fullmatch(raw):
         raise BadRequest(f"?{name} must be a whole number in ASCII digits, got {raw!r}")
@@ -137,7 +137,7 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
 
 def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:  # an empty value is a value, refused below like any other
         return None
     if raw not in choices:
         raise BadRequest(f"?{name} must be one of {', '.join(choices)}, got {raw!r}")

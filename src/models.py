@@ -2,9 +2,9 @@
 
 Input rules (the README's API section repeats them): fields are typed strictly (an
 integer is a JSON integer, never a string or a boolean; a string is a JSON string);
-text is stored exactly as sent, except an e-mail address, which is trimmed and
-lower-cased because that is what makes two addresses the same; names and titles need
-one visible character.
+text is stored exactly as sent, except an e-mail address, which is lower-cased because
+that is what makes two addresses the same (white space around it is refused, not
+trimmed); names and titles need one character that is not white space.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,18 +27,24 @@ EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 BIGINT_MAX = 2**63 - 1
 
 
-def _visible(text: str) -> str:
-    if not text.strip():
-        raise ValueError("must contain a visible character")
-    return text
+def _left_out_or_given(schema: dict[str, Any]) -> None:
+    """A partial update's field may be left out, but never null: say so in the schema
+    (pydantic would write `anyOf: [..., {"type": "null"}]` and `default: null`)."""
+    branches = [branch for branch in schema.pop("anyOf", []) if branch.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    schema.pop("default", None)
 
 
-def _normal_email(email: str) -> str:
-    return email.strip().lower()
+def optional(**constraints: Any) -> Any:
+    """A field a partial update may leave out; an explicit null is refused (422)."""
+    return Field(default=None, json_schema_extra=_left_out_or_given, **constraints)
 
 
-Email = Annotated[str, BeforeValidator(lambda v: _normal_email(v) if isinstance(v, str) else v)]
-VisibleText = Annotated[str, AfterValidator(_visible)]
+# Two addresses that differ only in case reach the same mailbox in practice: lower-cased.
+Email = Annotated[str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)]
+VISIBLE = r"\S"  # names and titles need one character that is not white space
+
 # A stored JSON document, served as Postgres wrote it (never parsed by the Worker).
 StoredJson = Annotated[
     RawJson,
@@ -49,17 +54,18 @@ StoredJson = Annotated[
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # python-re: patterns mean what they mean in the OpenAPI document's readers
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
 
 
 class UserCreate(_Input):
     email: Email = Field(pattern=EMAIL_PATTERN, max_length=254)
-    name: VisibleText = Field(max_length=100)
+    name: str = Field(pattern=VISIBLE, max_length=100)
 
 
 class UserUpdate(_Input):
-    email: Email | None = Field(default=None, pattern=EMAIL_PATTERN, max_length=254)
-    name: VisibleText | None = Field(default=None, max_length=100)
+    email: Email | None = optional(pattern=EMAIL_PATTERN, max_length=254)
+    name: str | None = optional(pattern=VISIBLE, max_length=100)
 
 
 class User(BaseModel):
@@ -72,13 +78,13 @@ class User(BaseModel):
 
 class PostCreate(_Input):
     author_id: int = Field(gt=0, le=BIGINT_MAX)
-    title: VisibleText = Field(max_length=200)
+    title: str = Field(pattern=VISIBLE, max_length=200)
     body: str = Field(default="", max_length=100_000)
 
 
 class PostUpdate(_Input):
-    title: VisibleText | None = Field(default=None, max_length=200)
-    body: str | None = Field(default=None, max_length=100_000)
+    title: str | None = optional(pattern=VISIBLE, max_length=200)
+    body: str | None = optional(max_length=100_000)
 
 
 class Post(BaseModel):

@@ -27,6 +27,8 @@ _ERROR_SCHEMA = {
         }
     },
 }
+# What any request can be answered with: URL or headers over the limits, a bug.
+ANY_ROUTE_ERRORS = (414, 431, 500)
 _PARAM_SCHEMAS = {
     "int": {"type": "integer"},
     "str": {"type": "string"},
@@ -79,7 +81,7 @@ def build_openapi(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
                 },
             },
         }
-        for status in sorted({*spec.errors, 500}):
+        for status in sorted({*spec.errors, *ANY_ROUTE_ERRORS}):
             operation["responses"][str(status)] = {
                 "description": HTTPStatus(status).phrase,
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

@@ -108,7 +108,8 @@ _UNAVAILABLE_CLASSES = ("08", "28", "3D", "57P")
 
 def query_error(fields: dict[str, Any]) -> DatabaseError:
     sqlstate = str(fields.get("code") or "")
-    if sqlstate.startswith(_UNAVAILABLE_CLASSES) and sqlstate != "57014":
+    # 57014 is a statement timeout, 08P01 a request Postgres refused: not outages
+    if sqlstate.startswith(_UNAVAILABLE_CLASSES) and sqlstate not in ("57014", "08P01"):
         return DatabaseUnavailable(f"the database refused the connection ({sqlstate})")
     kind = _BY_SQLSTATE.get(sqlstate) or _BY_CLASS.get(sqlstate[:2]) or QueryError
     return kind(fields)

@@ -7,16 +7,24 @@ from models import Log, LogCreate, Page, Post, PostCreate, PostUpdate, User, Use
 from routes import logs, meta, posts, users
 
 _LIMIT = QueryParam("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 100})
-_CURSOR = QueryParam("cursor", "opaque cursor from the previous page's next_cursor")
+_CURSOR = QueryParam(
+    "cursor",
+    "opaque cursor from the previous page's next_cursor"
+    " (empty: the first page; any other: 400 bad_cursor)",
+    {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
+)
 _DELETED = {
     "type": "object",
     "properties": {"deleted": {"type": "boolean"}, "id": {"type": "integer"}},
 }
-_WRITE_ERRORS = (400, 413, 415, 422, 503)
+_DATABASE = (502, 503)  # the endpoint failed / the database is unavailable
+_WRITE_ERRORS = (400, 413, 415, 422, *_DATABASE)
 
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/", meta.index, "API index: name, version and every route"),
-    RouteSpec("GET", "/health", meta.health, "Database round trip and its latency", errors=(503,)),
+    RouteSpec(
+        "GET", "/health", meta.health, "Database round trip and its latency", errors=_DATABASE
+    ),
     RouteSpec("GET", "/openapi.json", meta.openapi, "This API's OpenAPI 3.1 document"),
     RouteSpec(
         "GET",
@@ -29,7 +37,7 @@ ROUTES: tuple[RouteSpec, ...] = (
             QueryParam("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 200}),
             _CURSOR,
         ),
-        errors=(400, 503),
+        errors=(400, *_DATABASE),
     ),
     RouteSpec(
         "POST",
@@ -48,7 +56,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Users, by id, keyset-paginated",
         response=Page,
         query=(_LIMIT, _CURSOR),
-        errors=(400, 503),
+        errors=(400, *_DATABASE),
     ),
     RouteSpec(
         "POST",
@@ -61,7 +69,12 @@ ROUTES: tuple[RouteSpec, ...] = (
         errors=(*_WRITE_ERRORS, 409),
     ),
     RouteSpec(
-        "GET", "/users/{id:int}", users.get_user, "One user", response=User, errors=(404, 503)
+        "GET",
+        "/users/{id:int}",
+        users.get_user,
+        "One user",
+        response=User,
+        errors=(404, *_DATABASE),
     ),
     RouteSpec(
         "PATCH",
@@ -78,7 +91,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         users.delete_user,
         "Delete a user and their posts",
         response=_DELETED,
-        errors=(404, 503),
+        errors=(404, *_DATABASE),
     ),
     RouteSpec(
         "GET",
@@ -87,7 +100,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "A user's posts",
         response=Page,
         query=(_LIMIT, _CURSOR),
-        errors=(400, 404, 503),
+        errors=(400, 404, *_DATABASE),
     ),
     RouteSpec(
         "GET",
@@ -102,7 +115,7 @@ ROUTES: tuple[RouteSpec, ...] = (
             _LIMIT,
             _CURSOR,
         ),
-        errors=(400, 503),
+        errors=(400, *_DATABASE),
     ),
     RouteSpec(
         "POST",
@@ -115,7 +128,12 @@ ROUTES: tuple[RouteSpec, ...] = (
         errors=_WRITE_ERRORS,
     ),
     RouteSpec(
-        "GET", "/posts/{id:int}", posts.get_post, "One post", response=Post, errors=(404, 503)
+        "GET",
+        "/posts/{id:int}",
+        posts.get_post,
+        "One post",
+        response=Post,
+        errors=(404, *_DATABASE),
     ),
     RouteSpec(
         "PATCH",
@@ -132,7 +150,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         posts.delete_post,
         "Delete a post",
         response=_DELETED,
-        errors=(404, 503),
+        errors=(404, *_DATABASE),
     ),
     RouteSpec(
         "POST",
@@ -140,7 +158,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         posts.publish_post,
         "Publish a post",
         response=Post,
-        errors=(404, 503),
+        errors=(404, *_DATABASE),
     ),
 )
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
-from tests.support.services import Gateway
+from tests.support.services import Gateway, raw_exchange
 
 
 def post_raw(gateway: Gateway, app_url: str, body: bytes) -> httpx.Response:
@@ -83,3 +85,30 @@ def test_invalidate_refuses_bad_bodies_with_a_400(
         f"{gateway.url}/invalidate", content=body, headers={"Neon-Connection-String": app_url}
     )
     assert response.status_code == 400
+
+
+def test_a_parameter_count_mismatch_is_the_clients_error_not_an_outage(
+    gateway: Gateway, app_url: str
+) -> None:
+    response = post_raw(gateway, app_url, b'{"query": "SELECT $1::text"}')
+    assert response.status_code == 400
+    assert response.json()["code"] == "08P01"
+    assert "Retry-After" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /sql HTTP/1.1\r\nHost: h\r\nNeon-Connection-String: \xd2\x7f\r\n\r\n",
+        b"POST /sql HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+    ids=["control-char-in-header", "bad-content-length", "not-http"],
+)
+def test_what_the_parser_refuses_is_answered_with_a_json_400(
+    gateway: Gateway, request_bytes: bytes
+) -> None:
+    head, _, body = raw_exchange(gateway.url, request_bytes).partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", head
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["message"].startswith("the request is not valid HTTP/1.1")

@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -46,6 +46,17 @@ def server_connections(postgres: EmbeddedPostgres, user: str) -> int:
         ).fetchone()
     assert row is not None
     return int(str(row[0]))
+
+
+def raw_exchange(url: str, request: bytes) -> bytes:
+    """Send bytes exactly as given (no client fixes them); all the server answers."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(request)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def free_port() -> int:

@@ -3,13 +3,10 @@ every answer, even to a request aiohttp cannot parse, is the app's JSON."""
 
 from __future__ import annotations
 
-import socket
-from urllib.parse import urlsplit
-
 import httpx
 import pytest
 
-from tests.support.services import WorkerServer
+from tests.support.services import WorkerServer, raw_exchange
 
 JSON_TYPE = "application/json; charset=utf-8"
 
@@ -45,16 +42,6 @@ def test_a_url_over_8_kib_is_414_json(worker_server: WorkerServer, size: int) ->
 def test_headers_over_32_kib_are_431_json(worker_server: WorkerServer) -> None:
     reply = httpx.get(f"{worker_server.url}/users", headers={"x-big": "y" * 40_000})
     assert_json_error(reply, 431, "headers_too_large")
-
-
-def raw_exchange(url: str, request: bytes) -> bytes:
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
-        conn.sendall(request)
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,9 @@ async def test_openapi_describes_bodies_responses_and_parameters(client: WorkerC
     assert create["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/UserCreate"
     }
-    assert set(create["responses"]) == {"201", "400", "409", "413", "415", "422", "500", "503"}
+    assert set(create["responses"]) == {
+        *("201", "400", "409", "413", "414", "415", "422", "431", "500", "502", "503")
+    }
     get_user = document["paths"]["/users/{id}"]["get"]
     assert get_user["parameters"] == [
         {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}

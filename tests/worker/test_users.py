@@ -18,7 +18,7 @@ async def create_user(
 
 
 async def test_create_user_answers_201_with_the_row_and_its_location(client: WorkerClient) -> None:
-    reply = await client.post("/users", {"email": "  Ada@Example.COM ", "name": "Ada"})
+    reply = await client.post("/users", {"email": "Ada@Example.COM", "name": "Ada"})
     assert reply.status == 201
     user = reply.json()
     assert user["email"] == "ada@example.com" and user["name"] == "Ada"

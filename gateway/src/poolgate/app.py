@@ -160,6 +160,14 @@ def _answer_error(error: GatewayError) -> web.Response:
     )
 
 
+def answer_unparsable(exc: BaseException | None) -> web.Response:
+    """The answer to a request aiohttp could not parse (see `json_server`)."""
+    reason = getattr(exc, "message", None) or type(exc).__name__
+    response = _answer_error(BadRequest(f"the request is not valid HTTP/1.1: {reason}"))
+    response.headers["Neon-Request-Id"] = str(uuid.uuid4())
+    return response
+
+
 def _outcome_name(error: GatewayError) -> str:
     name = type(error).__name__
     if type(error) is GatewayError:

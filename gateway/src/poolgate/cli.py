@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import uvloop
 from aiohttp import web
 
-from poolgate.app import create_app
+from poolgate.app import answer_unparsable, create_app
 from poolgate.config import ConfigError, Settings, parse_settings
+from poolgate.json_server import JsonErrorAppRunner
 
 USAGE = "usage: poolgate serve [--upstream URL] [--listen HOST:PORT] [--pool-size N] [...]"
 
@@ -39,7 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then finish in-flight requests and close the pools."""
-    runner = web.AppRunner(create_app(settings), handler_cancellation=True, access_log=None)
+    runner = JsonErrorAppRunner(
+        create_app(settings),
+        answer_parse_error=answer_unparsable,
+        handler_cancellation=True,
+        access_log=None,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.listen_host, settings.listen_port, backlog=1024)
     await site.start()

@@ -105,12 +105,19 @@ async def run_request(
 
 # The server went away under the statement: worth a retry, not the client's fault.
 _SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
+# Class 08 is about the connection, except 08P01, which Postgres also raises for a
+# request it refuses (e.g. "bind message supplies 0 parameters, but ... requires 1").
+_REQUEST_PROTOCOL_VIOLATION = "08P01"
 
 
 def translate_error(error: psycopg.Error) -> GatewayError:
     """psycopg's exceptions, mapped once: server errors keep their diagnostics."""
     sqlstate = error.sqlstate
-    if sqlstate and (sqlstate in _SERVER_GONE or sqlstate.startswith("08")):
+    connection_lost = sqlstate is not None and (
+        sqlstate in _SERVER_GONE
+        or (sqlstate.startswith("08") and sqlstate != _REQUEST_PROTOCOL_VIOLATION)
+    )
+    if connection_lost:
         return Unavailable("the database connection was lost", retry_after=1)
     if sqlstate:
         return QueryFailed(error)
