@@ -182,6 +182,8 @@ def from_database_error(error: db_errors.DatabaseError) -> AppError:
         return ServiceUnavailable(f"the database is unavailable: {error.reason}")
     if isinstance(error, db_errors.EndpointFailed | db_errors.ProtocolError):
         return BadGateway(error.reason)
+    if isinstance(error, db_errors.ResultTooLarge):
+        return BadGateway(f"the database endpoint refused to send the result: {error.reason}")
     log.error("database error: %r", error)
     return AppError()
 

@@ -184,9 +184,12 @@ def keyset_window(
 
 
 def page(rows: list[dict[str, Any]], limit: int, model: type[BaseModel]) -> dict[str, Any]:
-    """Items of a keyset page fetched with LIMIT limit + 1, and the cursor to the next."""
+    """Items of a keyset page fetched with LIMIT limit + 1, and the cursor to the next.
+
+    Rows from `paging.bounded_page_sql` carry `fetched`; fewer rows than that means the
+    page was cut short by its byte bound, so there is more."""
     items = rows[:limit]
-    more = len(rows) > limit
+    more = len(rows) > limit or bool(rows and rows[0].get("fetched", 0) > len(rows))
     return {
         "items": [model.model_validate(row) for row in items],
         "next_cursor": encode_cursor({"after": items[-1]["id"]}) if more else None,

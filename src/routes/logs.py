@@ -5,6 +5,7 @@ from __future__ import annotations
 from app import Context
 from inputs import decode_cursor, page, parse_body, query_choice, query_int
 from models import Log, LogCreate
+from paging import bounded_page_sql
 from web import Response, json_response
 
 # meta is read as text and served as it is stored: no document can fail its own read
@@ -18,8 +19,13 @@ async def list_logs(ctx: Context) -> Response:
     level = query_choice(ctx.request, "level", LEVELS)
     before = decode_cursor(ctx.request)
     rows = await ctx.db.query(
-        f"SELECT {COLUMNS} FROM logs WHERE ($1::bigint IS NULL OR id < $1)"
-        " AND ($2::text IS NULL OR level = $2) ORDER BY id DESC LIMIT $3",
+        bounded_page_sql(
+            COLUMNS,
+            "logs WHERE ($1::bigint IS NULL OR id < $1) AND ($2::text IS NULL OR level = $2)",
+            order="id DESC",
+            size="octet_length(meta::text)",
+            limit="$3",
+        ),
         before,
         level,
         limit + 1,

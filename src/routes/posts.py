@@ -16,6 +16,7 @@ from db.client import Statement, sql
 from errors import NotFound
 from inputs import keyset_window, page, parse_body, query_bool, reject_explicit_nulls
 from models import Post, PostCreate, PostUpdate
+from paging import bounded_page_sql
 from web import Response, json_response
 
 COLUMNS = "id, author_id, title, body, published, published_at, created_at, updated_at"
@@ -31,8 +32,13 @@ async def list_posts(ctx: Context) -> Response:
     published = query_bool(ctx.request, "published")
     result = await ctx.db.run(
         sql(
-            f"SELECT {COLUMNS} FROM posts WHERE id > $1"
-            " AND ($2::boolean IS NULL OR published = $2) ORDER BY id LIMIT $3",
+            bounded_page_sql(
+                COLUMNS,
+                "posts WHERE id > $1 AND ($2::boolean IS NULL OR published = $2)",
+                order="id",
+                size="octet_length(body)",
+                limit="$3",
+            ),
             after,
             published,
             limit + 1,

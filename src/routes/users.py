@@ -14,6 +14,7 @@ from db.client import sql
 from errors import NotFound
 from inputs import keyset_window, page, parse_body, reject_explicit_nulls
 from models import Post, User, UserCreate, UserUpdate
+from paging import bounded_page_sql
 from routes.posts import COLUMNS as POST_COLUMNS
 from web import Response, json_response
 
@@ -93,8 +94,13 @@ async def list_user_posts(ctx: Context) -> Response:
         [
             sql("SELECT 1 FROM users WHERE id = $1", user_id),
             sql(
-                f"SELECT {POST_COLUMNS} FROM posts WHERE author_id = $1 AND id > $2"
-                " ORDER BY id LIMIT $3",
+                bounded_page_sql(
+                    POST_COLUMNS,
+                    "posts WHERE author_id = $1 AND id > $2",
+                    order="id",
+                    size="octet_length(body)",
+                    limit="$3",
+                ),
                 user_id,
                 after,
                 limit + 1,

@@ -59,7 +59,7 @@ DATABASE_ERRORS = [
     (db_errors.DatabaseUnavailable("down"), 503),
     (db_errors.EndpointFailed("endpoint failed (500)"), 502),
     (db_errors.ProtocolError("garbled"), 502),
-    (db_errors.ResultTooLarge("big"), 500),
+    (db_errors.ResultTooLarge("big"), 502),
 ]
 
 

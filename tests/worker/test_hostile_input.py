@@ -324,3 +324,29 @@ async def test_head_carries_the_length_get_would_send(client: WorkerClient) -> N
     head = await client.request("HEAD", "/")
     assert head.body == b""
     assert head.headers["content-length"] == str(len(get.body))
+
+
+async def test_pages_of_huge_posts_stay_under_the_endpoint_limit_and_lose_nothing(
+    client: WorkerClient, database: Database
+) -> None:
+    user_id = await make_user(client)
+    # 27 posts of 400 kB each: one page of them would be 10.8 MB, over the endpoint's 10 MiB
+    await database.execute(
+        "INSERT INTO posts (author_id, title, body)"
+        " SELECT $1, 'huge ' || n, repeat($2, 100000) FROM generate_series(1, 27) AS n",
+        user_id,
+        "\U0001f600",
+    )
+    for listing in ("/posts", f"/users/{user_id}/posts"):
+        seen: list[int] = []
+        target = f"{listing}?limit=100"
+        while True:
+            reply = await client.get(target)
+            assert reply.status == 200, reply.body[:300]
+            assert len(reply.body) < 8 * 1024 * 1024
+            found = reply.json()
+            seen += [item["id"] for item in found["items"]]
+            if found["next_cursor"] is None:
+                break
+            target = f"{listing}?limit=100&cursor={found['next_cursor']}"
+        assert seen == list(range(1, 28))
