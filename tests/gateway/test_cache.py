@@ -143,6 +143,34 @@ async def test_miss_then_fresh_hit_then_stale_hit_with_refresh_then_miss(
     assert status(await cached.sql(READ, ttl=10, swr=20)) == "miss"
 
 
+async def test_a_hit_is_fresh_only_within_the_readers_own_ttl_and_swr(
+    cached: CachedGateway, postgres: EmbeddedPostgres
+) -> None:
+    assert status(await cached.sql(READ, ttl=3600)) == "miss"
+    set_label(postgres, "two")
+    cached.clock.advance(6)
+    assert (await cached.sql(READ, ttl=3600)).json()["rows"] == [["one"]]  # its TTL allows it
+    short = await cached.sql(READ, ttl=5)
+    assert (status(short), short.json()["rows"]) == ("miss", [["two"]])
+    cached.clock.advance(6)
+    stale = await cached.sql(READ, ttl=5, swr=10)
+    assert (status(stale), stale.headers["Age"]) == ("swr", "6")
+
+
+async def test_invalidating_a_tag_the_reader_names_drops_what_it_would_be_served(
+    cached: CachedGateway, postgres: EmbeddedPostgres
+) -> None:
+    assert status(await cached.sql(READ, ttl=3600)) == "miss"  # no tags
+    assert (await cached.sql(READ, ttl=5, tags="items")).json()["rows"] == [["one"]]
+    write = await cached.sql(
+        {"query": "UPDATE cache_items SET label = 'two' WHERE id = 1"}, invalidate="items"
+    )
+    assert write.status_code == 200
+    cached.clock.advance(1)
+    after = await cached.sql(READ, ttl=5, tags="items")
+    assert (status(after), after.json()["rows"]) == ("miss", [["two"]])
+
+
 async def test_without_swr_an_expired_entry_is_a_miss(cached: CachedGateway) -> None:
     await cached.sql(READ, ttl=5)
     cached.clock.advance(5)

@@ -3,6 +3,16 @@
 Only answers produced inside a read-only transaction are stored (the caller guarantees
 it; see app), so a write can never be answered from here. Ages come from an injectable
 clock, so tests drive TTL and SWR transitions without sleeping.
+
+Read-after-write, the contract:
+- Freshness is the reader's own: an answer is served fresh only while younger than the
+  reader's TTL, stale only within the reader's TTL + SWR, whoever stored it.
+- The tags a reader names are part of its key (see `cache_policy.cache_key`), so an
+  invalidation of any of them drops whatever that reader would be served.
+- A reader takes its tags' versions before anything else, and shares an upstream run
+  only with readers that saw the same versions. An invalidation bumps the versions
+  before its write is answered, so a read that starts after that answer never receives
+  data from a query that started before it; reads that may share still do.
 """
 
 from __future__ import annotations
@@ -48,32 +58,34 @@ class QueryCache:
         self.clock = clock
         self.counters = CacheCounters()
         self.bytes_held = 0  # as of the last refresh_size()
-        self._inflight: dict[str, asyncio.Task[Outcome]] = {}
+        # (key, tag versions seen when the run started) -> the upstream run
+        self._inflight: dict[tuple[str, tuple[int, ...]], asyncio.Task[Outcome]] = {}
 
     async def answer(
         self, key: str, policy: CachePolicy, tags: tuple[str, ...], upstream: Upstream
     ) -> CachedAnswer:
-        """The cached answer for `key` if fresh (or stale within its SWR window, which
-        also starts one background refresh); otherwise the upstream's, shared by every
-        concurrent request for the same key and stored for the next ones. With the store
-        unreachable, the upstream answers directly (status "none"): never a stale read."""
+        """The cached answer for `key` if fresh by the reader's TTL (or stale within its
+        SWR, which also starts one background refresh); otherwise the upstream's, shared
+        by concurrent readers that saw the same tag versions, and stored for the next
+        ones. With the store unreachable, the upstream answers directly (status "none"):
+        never a stale read."""
         try:
-            entry = await self.store.get(key)
+            versions, entry = await self.store.lookup(key, tags)
         except CacheUnavailable as exc:
             self._store_failed(exc)
             return CachedAnswer(await upstream(), "none", None)
         if entry is not None:
             age = self.clock() - entry.created
             outcome = Outcome(entry.body, entry.row_count)
-            if age < entry.ttl:
+            if age < policy.ttl:
                 self.counters.hits += 1
                 return CachedAnswer(outcome, "ttl", int(age))
-            if age < entry.ttl + entry.swr:
+            if age < policy.ttl + policy.swr:
                 self.counters.stale_hits += 1
-                self._start(key, policy, tags, upstream, refresh=True)
+                self._start(key, versions, policy, tags, upstream, refresh=True)
                 return CachedAnswer(outcome, "swr", int(age))
         self.counters.misses += 1
-        task = self._start(key, policy, tags, upstream, refresh=False)
+        task = self._start(key, versions, policy, tags, upstream, refresh=False)
         # shielded: a client that goes away does not cancel the work others wait on
         return CachedAnswer(await asyncio.shield(task), "miss", 0)
 
@@ -100,24 +112,28 @@ class QueryCache:
     def _start(
         self,
         key: str,
+        versions: tuple[int, ...],
         policy: CachePolicy,
         tags: tuple[str, ...],
         upstream: Upstream,
         refresh: bool,
     ) -> asyncio.Task[Outcome]:
-        task = self._inflight.get(key)
+        run = (key, versions)
+        task = self._inflight.get(run)
         if task is None:
             task = asyncio.get_running_loop().create_task(
-                self._fetch_and_store(key, policy, tags, upstream)
+                self._fetch_and_store(key, versions, policy, tags, upstream)
             )
-            self._inflight[key] = task
-            task.add_done_callback(lambda done: self._finished(key, done, refresh))
+            self._inflight[run] = task
+            task.add_done_callback(lambda done: self._finished(run, done, refresh))
             if refresh:
                 self.counters.refreshes += 1
         return task
 
-    def _finished(self, key: str, task: asyncio.Task[Outcome], refresh: bool) -> None:
-        self._inflight.pop(key, None)
+    def _finished(
+        self, run: tuple[str, tuple[int, ...]], task: asyncio.Task[Outcome], refresh: bool
+    ) -> None:
+        self._inflight.pop(run, None)
         if task.cancelled():
             return
         error = task.exception()  # retrieved here, so a failure is never "unretrieved"
@@ -129,20 +145,20 @@ class QueryCache:
         log.warning("cache store unavailable: %s", error)
 
     async def _fetch_and_store(
-        self, key: str, policy: CachePolicy, tags: tuple[str, ...], upstream: Upstream
+        self,
+        key: str,
+        versions: tuple[int, ...],
+        policy: CachePolicy,
+        tags: tuple[str, ...],
+        upstream: Upstream,
     ) -> Outcome:
-        try:
-            versions: tuple[int, ...] | None = await self.store.versions(tags)
-        except CacheUnavailable as exc:
-            self._store_failed(exc)
-            versions = None  # answer, but do not store what could not be version-checked
+        """Run upstream; store the answer unless a tag moved past `versions` meanwhile."""
         produced = self.clock()
         self.counters.upstream_runs += 1
         outcome = await upstream()
-        if versions is not None:
-            entry = Entry(outcome.body, produced, policy.ttl, policy.swr, tags, outcome.row_count)
-            try:
-                await self.store.put(key, entry, versions, self.clock())
-            except CacheUnavailable as exc:
-                self._store_failed(exc)
+        entry = Entry(outcome.body, produced, policy.ttl, policy.swr, tags, outcome.row_count)
+        try:
+            await self.store.put(key, entry, versions, self.clock())
+        except CacheUnavailable as exc:
+            self._store_failed(exc)
         return outcome

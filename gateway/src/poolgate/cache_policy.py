@@ -81,11 +81,13 @@ def scoped_tags(user: str, database: str, tags: tuple[str, ...]) -> tuple[str, .
     return tuple(f"{len(user)}:{user}/{len(database)}:{database}/{tag}" for tag in tags)
 
 
-def cache_key(request: SqlRequest) -> str:
+def cache_key(request: SqlRequest, tags: tuple[str, ...] = ()) -> str:
     """A digest of everything that changes the answer: role, database, every statement's
-    text and params, row shape, output mode and the batch's transaction options."""
+    text and params, row shape, output mode and the batch's transaction options; and the
+    tags the reader names, so that invalidating any of them drops what it is served."""
     batch = request.batch
     material = {
+        "tags": sorted(tags),
         "user": request.credentials.user,
         "database": request.credentials.database,
         "raw": request.raw_text,

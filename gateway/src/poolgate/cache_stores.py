@@ -41,6 +41,10 @@ class CacheStore(Protocol):
 
     async def versions(self, tags: tuple[str, ...]) -> tuple[int, ...]: ...
 
+    async def lookup(self, key: str, tags: tuple[str, ...]) -> tuple[tuple[int, ...], Entry | None]:
+        """The tags' versions and the entry, read together (one round trip)."""
+        ...
+
     async def put(self, key: str, entry: Entry, versions: tuple[int, ...], now: float) -> bool:
         """Store unless a tag's version differs from `versions`; True if stored."""
         ...
@@ -76,6 +80,9 @@ class MemoryStore:
 
     async def versions(self, tags: tuple[str, ...]) -> tuple[int, ...]:
         return tuple(self._versions.get(tag, 0) for tag in tags)
+
+    async def lookup(self, key: str, tags: tuple[str, ...]) -> tuple[tuple[int, ...], Entry | None]:
+        return await self.versions(tags), await self.get(key)
 
     async def put(self, key: str, entry: Entry, versions: tuple[int, ...], now: float) -> bool:
         if await self.versions(entry.tags) != versions or entry.size > self.max_bytes:
@@ -192,7 +199,15 @@ class RedisStore:
             raise CacheUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
 
     async def get(self, key: str) -> Entry | None:
-        raw = await self._call(self._redis.get(self._entry_key(key)))
+        return self._entry(await self._call(self._redis.get(self._entry_key(key))))
+
+    async def lookup(self, key: str, tags: tuple[str, ...]) -> tuple[tuple[int, ...], Entry | None]:
+        keys = [*(self._version_key(tag) for tag in tags), self._entry_key(key)]
+        *versions, raw = await self._call(self._redis.mget(keys))
+        return tuple(int(value or 0) for value in versions), self._entry(raw)
+
+    @staticmethod
+    def _entry(raw: bytes | None) -> Entry | None:
         if raw is None:
             return None
         header, _, body = bytes(raw).partition(b"\n")

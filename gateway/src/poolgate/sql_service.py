@@ -86,7 +86,7 @@ class SqlService:
     ) -> SqlAnswer:
         await self._pools.authenticate(request.credentials)  # a hit still needs a login
         cached = await cache.answer(
-            cache_key(request),
+            cache_key(request, policy.tags),
             policy,
             _scoped(request.credentials, policy.tags),
             lambda: self._run(request, read_only=True),
