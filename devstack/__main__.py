@@ -25,6 +25,7 @@ import httpx
 
 from devstack import postgres as embedded
 from devstack.migrate import apply_schema
+from devstack.stack_lock import StackBusy, exclusive_stack, require_free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_USER = "app"
@@ -152,7 +153,20 @@ def main() -> int:
     )
     options = parser.parse_args()
     state: Path = options.state_dir.resolve()
+    try:
+        with exclusive_stack(state):
+            require_free_ports({"the Worker": options.port, "the gateway": options.gateway_port})
+            return run_stack(options, state)
+    except StackBusy as busy:
+        print(f"devstack: not starting: {busy}", file=sys.stderr, flush=True)
+        return 1
 
+
+def masked(url: str, password: str) -> str:
+    return url.replace(quote(password, safe=""), "…")
+
+
+def run_stack(options: argparse.Namespace, state: Path) -> int:
     password = app_password(state)
     print(f"devstack: starting PostgreSQL (data in {state / 'postgres'})", flush=True)
     database = embedded.start(state / "postgres", stop_at_exit=True)
@@ -187,13 +201,15 @@ def main() -> int:
 
         worker, what = start_worker(options.runtime, options.port, state / "workerd.log")
         children["the Worker"] = worker
+        direct = masked(database.direct_url(APP_USER, password, APP_DATABASE), password)
         print(
             f"""
 devstack: ready.
   {what}
   open      http://127.0.0.1:{options.port}/          (try /users, /health, /openapi.json)
   gateway   {gateway_url}/sql   metrics {gateway_url}/metrics
-  direct    {database.direct_url(APP_USER, password, APP_DATABASE)}   (migrations only)
+  direct    {direct}   (migrations only)
+  password  in {state / "app-password"} (also in .dev.vars, git-ignored)
 Ctrl-C stops everything.""",
             flush=True,
         )

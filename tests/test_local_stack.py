@@ -120,3 +120,28 @@ def test_auto_mode_says_plainly_which_runtime_serves_the_worker(
         assert httpx.get(f"http://127.0.0.1:{port}/").json()["name"] == "pooled-worker"
     finally:
         stop_stack(process, tmp_path / "state")
+
+
+def test_a_second_start_refuses_at_once_and_leaves_the_first_stack_serving(
+    tmp_path: Path, dev_vars_restored: object
+) -> None:
+    port, gateway_port = free_port(), free_port()
+    state = tmp_path / "state"
+    first_log = tmp_path / "first.log"
+    first = start_stack(state, port, gateway_port, "cpython", first_log)
+    try:
+        output = wait_for_ready(first, first_log, seconds=90)
+        password = (state / "app-password").read_text().strip()
+        assert password not in output and "app-password" in output
+        base = f"http://127.0.0.1:{port}"
+        for second_state, second_port in ((state, free_port()), (tmp_path / "other", port)):
+            second_log = tmp_path / "second.log"
+            second = start_stack(second_state, second_port, free_port(), "cpython", second_log)
+            assert second.wait(timeout=30) == 1
+            said = second_log.read_text()
+            assert "devstack: not starting:" in said
+            assert "running in workerd" not in said and "ready" not in said
+            health = httpx.get(f"{base}/health")
+            assert health.status_code == 200 and health.json()["database"]["reachable"] is True
+    finally:
+        stop_stack(first, state)
