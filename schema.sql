@@ -34,3 +34,42 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 -- GET /logs?level= pages newest first within a level.
 CREATE INDEX IF NOT EXISTS logs_level_id_idx ON logs (level, id DESC);
+
+-- Idempotency-Key (see src/idempotency.py): the rows a keyed write returned, stored in
+-- the write's own transaction, so a committed write always has its key. Kept 24 hours.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key          text        PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 255),
+    fingerprint  text        NOT NULL,
+    rows         jsonb       NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at_idx ON idempotency_keys (created_at);
+
+-- Runs first in a keyed write's transaction. Raises IK001 while another request with
+-- the key is running (it holds the key's advisory lock), IK002 when the key was used
+-- for a different request, IK003 when the key's outcome is stored (the caller replays
+-- it); otherwise the write goes ahead. Also removes up to 100 expired keys.
+CREATE OR REPLACE FUNCTION idempotency_claim(claimed text, wanted text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    stored text;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('idempotency:' || claimed, 0)) THEN
+        RAISE EXCEPTION 'a request with this Idempotency-Key is still running'
+            USING ERRCODE = 'IK001';
+    END IF;
+    DELETE FROM idempotency_keys
+        WHERE key = claimed AND created_at < now() - interval '24 hours';
+    DELETE FROM idempotency_keys WHERE key IN (
+        SELECT key FROM idempotency_keys WHERE created_at < now() - interval '24 hours'
+        LIMIT 100 FOR UPDATE SKIP LOCKED);
+    SELECT fingerprint INTO stored FROM idempotency_keys WHERE key = claimed;
+    IF stored IS NULL THEN
+        RETURN;
+    ELSIF stored <> wanted THEN
+        RAISE EXCEPTION 'this Idempotency-Key was used for a different request'
+            USING ERRCODE = 'IK002';
+    END IF;
+    RAISE EXCEPTION 'this Idempotency-Key already has an outcome' USING ERRCODE = 'IK003';
+END
+$$;

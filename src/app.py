@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cors
-from db.client import Database
+from db.client import Database, Result, Statement
 from db.config import ConfigurationError, DatabaseConfig
 from db.transport import Transport
 from errors import (
@@ -25,6 +25,7 @@ from errors import (
     UriTooLong,
     error_response,
 )
+from idempotency import IdempotencyKey, keyed_write
 from router import Match, MatchKind, Router
 from web import (
     MAX_BODY_BYTES,
@@ -37,6 +38,7 @@ from web import (
 
 log = logging.getLogger("worker")
 
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 NAME = "pooled-worker"
 VERSION = "0.1.0"
 
@@ -75,12 +77,22 @@ class Context:
     request_id: str
     services: Services
     app: App
+    idempotency: IdempotencyKey | None = None
+    replayed: bool = False  # the answer is a keyed write's stored outcome
 
     @property
     def db(self) -> Database:
         if self.services.database is None:
             raise NotConfigured(str(self.services.configuration_error or "no database"))
         return self.services.database
+
+    async def write(self, statement: Statement, invalidate: tuple[str, ...] = ()) -> Result:
+        """A route's one write (with RETURNING): under the request's Idempotency-Key if
+        it sent one (see idempotency), else as a plain statement."""
+        if self.idempotency is None:
+            return await self.db.run(statement, invalidate=invalidate)
+        result, self.replayed = await keyed_write(self.db, self.idempotency, statement, invalidate)
+        return result
 
 
 Handler = Callable[[Context], Awaitable[Response]]
@@ -121,7 +133,7 @@ class App:
         try:
             response = await self._dispatch(request, request_id, services)
         except Exception as exc:  # every failure is answered by the one mapper
-            response = error_response(exc, request_id)
+            response = error_response(exc, request_id, write=request.method in WRITE_METHODS)
         if request.method == "HEAD":
             response.headers["content-length"] = str(len(response.body))
             response.body = b""
@@ -153,7 +165,17 @@ class App:
         if request.body_too_large or len(request.body) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes")
         context = Context(request, match.params, request_id, services, self)
-        return await match.route.handler.handler(context)
+        if request.method in WRITE_METHODS:
+            context.idempotency = IdempotencyKey.of(request)
+        try:
+            response = await match.route.handler.handler(context)
+        except Exception as exc:
+            if not context.replayed:
+                raise
+            response = error_response(exc, request_id, write=True)  # a replayed 404, say
+        if context.replayed:
+            response.headers["idempotent-replayed"] = "true"
+        return response
 
 
 def _redirect(path: str, request: Request) -> Response:

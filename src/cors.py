@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 ALLOWED_REQUEST_HEADERS = "content-type, cache-control, idempotency-key"
-EXPOSED_RESPONSE_HEADERS = "x-request-id, location, retry-after, x-cache-status, age"
+EXPOSED_RESPONSE_HEADERS = (
+    "x-request-id, location, retry-after, x-cache-status, age, idempotent-replayed"
+)
 PREFLIGHT_MAX_AGE_SECONDS = 86400
 
 RESPONSE_HEADERS = {

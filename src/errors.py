@@ -7,13 +7,16 @@
     ├── NotFound              404 not_found: no such route or row
     ├── MethodNotAllowed      405 method_not_allowed: the path exists under other methods
     ├── Conflict              409 conflict: a unique value is taken
+    ├── KeyInUse              409 idempotency_key_in_use: a request with the key runs
     ├── PayloadTooLarge       413 payload_too_large: the body is over the limit
     ├── UriTooLong            414 uri_too_long: path and query over the limit
     ├── UnsupportedMediaType  415 unsupported_media_type: a body that is not JSON
     ├── ValidationFailed      422 validation_failed: fields failed validation (details)
+    ├── KeyReused             422 idempotency_key_reused: the key was for another request
     ├── HeadersTooLarge       431 headers_too_large: the request's headers over the limit
     ├── BadGateway            502 bad_gateway: the database endpoint failed on its side
-    └── ServiceUnavailable    503 database_unavailable: retry after a moment
+    ├── ServiceUnavailable    503 database_unavailable: retry after a moment
+    └── OutcomeUnknown        504 outcome_unknown: a write was sent, no answer came back
 
 Database errors (db.errors) are translated here too, through one SQLSTATE table, so a
 handler never catches them just to re-raise something else.
@@ -92,6 +95,12 @@ class Conflict(AppError):
     status, code = 409, "conflict"
 
 
+class KeyInUse(AppError):
+    """Raised when a request with the same Idempotency-Key is still running."""
+
+    status, code = 409, "idempotency_key_in_use"
+
+
 class PayloadTooLarge(AppError):
     """Raised when the request body is over the configured limit."""
 
@@ -114,6 +123,12 @@ class ValidationFailed(AppError):
     """Raised when fields fail validation; `details` lists each field's problem."""
 
     status, code = 422, "validation_failed"
+
+
+class KeyReused(AppError):
+    """Raised when an Idempotency-Key comes back with a different request."""
+
+    status, code = 422, "idempotency_key_reused"
 
 
 class HeadersTooLarge(AppError):
@@ -142,6 +157,21 @@ class ServiceUnavailable(AppError):
         return {"retry-after": str(self.retry_after)}
 
 
+class OutcomeUnknown(AppError):
+    """Raised when a write was sent to the database and no answer came back: it may or
+    may not have been applied, so a blind retry could apply it twice. No Retry-After."""
+
+    status, code = 504, "outcome_unknown"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or "the write was sent but no answer came back, so it may or may not have been"
+            " applied; retrying is safe only with an Idempotency-Key (the same key replays"
+            " the first outcome, or applies the write once if it was not applied)"
+        )
+
+
 APP_ERRORS: tuple[type[AppError], ...] = (
     AppError,
     BadRequest,
@@ -150,13 +180,16 @@ APP_ERRORS: tuple[type[AppError], ...] = (
     NotFound,
     MethodNotAllowed,
     Conflict,
+    KeyInUse,
     PayloadTooLarge,
     UriTooLong,
     UnsupportedMediaType,
     ValidationFailed,
+    KeyReused,
     HeadersTooLarge,
     BadGateway,
     ServiceUnavailable,
+    OutcomeUnknown,
 )
 
 
@@ -172,8 +205,15 @@ def _query_error_details(error: db_errors.QueryError) -> dict[str, Any]:
     }
 
 
-def from_database_error(error: db_errors.DatabaseError) -> AppError:
-    """The SQLSTATE table: which database failures mean what to an API client."""
+def from_database_error(error: db_errors.DatabaseError, *, write: bool = False) -> AppError:
+    """The SQLSTATE table: which database failures mean what to an API client. `write`:
+    the request could change data, so a call with no answer leaves its outcome unknown."""
+    if isinstance(error, db_errors.OutcomeUnknown) and write:
+        return OutcomeUnknown()
+    if isinstance(error, db_errors.KeyInUse):
+        return KeyInUse(error.message)
+    if isinstance(error, db_errors.KeyReused):
+        return KeyReused(error.message)
     if isinstance(error, db_errors.UniqueViolation):
         return Conflict("a row with this value already exists", _query_error_details(error))
     if isinstance(error, db_errors.IntegrityError | db_errors.InvalidValue):
@@ -188,10 +228,10 @@ def from_database_error(error: db_errors.DatabaseError) -> AppError:
     return AppError()
 
 
-def error_response(error: BaseException, request_id: str) -> Response:
+def error_response(error: BaseException, request_id: str, *, write: bool = False) -> Response:
     """The single place where a failure becomes an HTTP response."""
     if isinstance(error, db_errors.DatabaseError):
-        error = from_database_error(error)
+        error = from_database_error(error, write=write)
     if not isinstance(error, AppError):
         log.exception("unhandled error in request %s", request_id, exc_info=error)
         error = AppError()

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from app import NAME, VERSION, RouteSpec
+from app import NAME, VERSION, WRITE_METHODS, RouteSpec
 from router import compile_pattern
 
 _ERROR_SCHEMA = {
@@ -29,6 +29,17 @@ _ERROR_SCHEMA = {
 }
 # What any request can be answered with: URL or headers over the limits, a bug.
 ANY_ROUTE_ERRORS = (414, 431, 500)
+# And any write: a bad or busy or reused Idempotency-Key, an outcome that is unknown.
+ANY_WRITE_ERRORS = (400, 409, 422, 504)
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Retry this write safely: the same key and request within 24 h replay the"
+    " first outcome (idempotent-replayed: true); another request with it is 422; the"
+    " same key while the first runs is 409.",
+    "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+}
 _PARAM_SCHEMAS = {
     "int": {"type": "integer"},
     "str": {"type": "string"},
@@ -81,7 +92,10 @@ def build_openapi(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
                 },
             },
         }
-        for status in sorted({*spec.errors, *ANY_ROUTE_ERRORS}):
+        writes = spec.method in WRITE_METHODS
+        if writes:
+            operation["parameters"].append(IDEMPOTENCY_KEY)
+        for status in sorted({*spec.errors, *ANY_ROUTE_ERRORS, *(ANY_WRITE_ERRORS * writes)}):
             operation["responses"][str(status)] = {
                 "description": HTTPStatus(status).phrase,
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

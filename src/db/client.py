@@ -18,7 +18,13 @@ from typing import Any
 from uuid import UUID
 
 from db.config import DatabaseConfig
-from db.errors import DatabaseError, DatabaseUnavailable, ProtocolError, from_reply
+from db.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    OutcomeUnknown,
+    ProtocolError,
+    from_reply,
+)
 from db.transport import HttpCall, Transport, TransportFailure
 from db.types import decoder_for
 
@@ -190,7 +196,7 @@ class Database:
         try:
             reply = await self._transport(call)
         except TransportFailure as exc:
-            raise DatabaseUnavailable(exc.reason) from None
+            raise (OutcomeUnknown if exc.sent else DatabaseUnavailable)(exc.reason) from None
         if reply.status != 200:
             raise from_reply(reply.status, reply.body)
         try:

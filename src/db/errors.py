@@ -2,6 +2,7 @@
 
 DatabaseError               anything that went wrong reaching or using the database
 ├── DatabaseUnavailable     network failure, timeout, 503, credentials refused
+│   └── OutcomeUnknown      the call was sent and no answer came: a write may have applied
 ├── EndpointFailed          the endpoint failed on its side (a 5xx other than 503)
 ├── ProtocolError           the endpoint answered something this client cannot read
 ├── ResultTooLarge          the endpoint refused to send a result that large
@@ -12,7 +13,10 @@ DatabaseError               anything that went wrong reaching or using the datab
     │   ├── CheckViolation          23514
     │   └── NotNullViolation        23502
     ├── InvalidValue        class 22: a value Postgres cannot accept (22P02, 22003, ...)
-    └── Retryable           40001, 40P01, 55P03, 57014, class 53: try again later
+    ├── Retryable           40001, 40P01, 55P03, 57014, class 53: try again later
+    ├── KeyInUse            IK001: a request with this Idempotency-Key is running
+    ├── KeyReused           IK002: this Idempotency-Key was used for another request
+    └── KeyHasOutcome       IK003: this Idempotency-Key's outcome is stored (replay it)
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ class DatabaseUnavailable(DatabaseError):
 class EndpointFailed(DatabaseError):
     """Raised when the endpoint answers a server error other than 503: its own fault,
     not an outage that waiting would cure."""
+
+
+class OutcomeUnknown(DatabaseUnavailable):
+    """Raised when the call reached (or may have reached) the endpoint and no answer came
+    back: a write in it may or may not have been applied."""
 
 
 class ProtocolError(DatabaseError):
@@ -91,7 +100,22 @@ class Retryable(QueryError):
     """Raised for conflicts and overloads that a later attempt may not meet."""
 
 
+class KeyInUse(QueryError):
+    """Raised (IK001, schema.sql) while another request with the Idempotency-Key runs."""
+
+
+class KeyReused(QueryError):
+    """Raised (IK002) when the Idempotency-Key was used for a different request."""
+
+
+class KeyHasOutcome(QueryError):
+    """Raised (IK003) when the Idempotency-Key already has a stored outcome."""
+
+
 _BY_SQLSTATE: dict[str, type[QueryError]] = {
+    "IK001": KeyInUse,
+    "IK002": KeyReused,
+    "IK003": KeyHasOutcome,
     "23505": UniqueViolation,
     "23503": ForeignKeyViolation,
     "23514": CheckViolation,

@@ -29,11 +29,16 @@ class HttpReply:
 
 
 class TransportFailure(Exception):
-    """Raised by a transport when no HTTP reply arrived; `reason` says why."""
+    """Raised by a transport when no HTTP reply arrived; `reason` says why.
 
-    def __init__(self, reason: str) -> None:
+    `sent` is False only when the request surely never reached the endpoint (it could
+    not connect); after that, or when a transport cannot tell, the endpoint may have
+    acted on it."""
+
+    def __init__(self, reason: str, *, sent: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.sent = sent
 
 
 class Transport(Protocol):
@@ -56,6 +61,8 @@ class HttpxTransport:
             response = await self._client.post(
                 call.url, content=call.body, headers=dict(call.headers), timeout=call.timeout
             )
+        except (self._httpx.ConnectError, self._httpx.ConnectTimeout, self._httpx.PoolTimeout):
+            raise TransportFailure("could not connect to the endpoint", sent=False) from None
         except self._httpx.TimeoutException:
             raise TransportFailure(f"no answer within {call.timeout:g} s") from None
         except self._httpx.TransportError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app import Context
+from db.client import sql
 from inputs import decode_cursor, page, parse_body, query_choice, query_int
 from models import Log, LogCreate
 from paging import bounded_page_sql
@@ -35,11 +36,13 @@ async def list_logs(ctx: Context) -> Response:
 
 async def create_log(ctx: Context) -> Response:
     data = parse_body(ctx.request, LogCreate)
-    row = await ctx.db.query_one(
-        f"INSERT INTO logs (level, message, meta) VALUES ($1, $2, $3::jsonb) RETURNING {COLUMNS}",
-        data.level,
-        data.message,
-        data.meta,
+    result = await ctx.write(
+        sql(
+            "INSERT INTO logs (level, message, meta) VALUES ($1, $2, $3::jsonb)"
+            f" RETURNING {COLUMNS}",
+            data.level,
+            data.message,
+            data.meta,
+        )
     )
-    assert row is not None
-    return json_response(Log.model_validate(row), status=201)
+    return json_response(Log.model_validate(result.rows[0]), status=201)

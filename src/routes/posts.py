@@ -58,7 +58,7 @@ async def get_post(ctx: Context) -> Response:
 async def create_post(ctx: Context) -> Response:
     data = parse_body(ctx.request, PostCreate)
     # a new post is a draft: only its author's list changes
-    result = await ctx.db.run(
+    result = await ctx.write(
         sql(
             f"INSERT INTO posts (author_id, title, body) VALUES ($1, $2, $3) RETURNING {COLUMNS}",
             data.author_id,
@@ -77,7 +77,7 @@ async def write_post(ctx: Context, statement: Statement) -> dict[str, Any]:
     """Run a write returning the post's row, then invalidate every read it can change:
     the published list (with the write itself, once it commits) and the author's list
     (known only from the returned row)."""
-    result = await ctx.db.run(statement, invalidate=(PUBLISHED_POSTS,))
+    result = await ctx.write(statement, invalidate=(PUBLISHED_POSTS,))
     if not result.rows:
         raise post_missing(ctx.params["id"])
     row = result.rows[0]

@@ -42,12 +42,14 @@ async def get_user(ctx: Context) -> Response:
 
 async def create_user(ctx: Context) -> Response:
     data = parse_body(ctx.request, UserCreate)
-    row = await ctx.db.query_one(
-        f"INSERT INTO users (email, name) VALUES ($1, $2) RETURNING {COLUMNS}",
-        data.email,
-        data.name,
+    result = await ctx.write(
+        sql(
+            f"INSERT INTO users (email, name) VALUES ($1, $2) RETURNING {COLUMNS}",
+            data.email,
+            data.name,
+        )
     )
-    assert row is not None
+    row = result.rows[0]
     # a cached "no such user" for this id, if anyone asked before it existed, goes too
     await invalidate_after_write(ctx.db, user_posts(row["id"]))
     return json_response(
@@ -58,31 +60,32 @@ async def create_user(ctx: Context) -> Response:
 async def update_user(ctx: Context) -> Response:
     data = parse_body(ctx.request, UserUpdate)
     given = reject_explicit_nulls(data)
-    row = await ctx.db.query_one(
-        "UPDATE users SET"
-        " email = CASE WHEN $2 THEN $3 ELSE email END,"
-        " name = CASE WHEN $4 THEN $5 ELSE name END,"
-        " updated_at = CASE WHEN $2 OR $4 THEN now() ELSE updated_at END"
-        f" WHERE id = $1 RETURNING {COLUMNS}",
-        ctx.params["id"],
-        "email" in given,
-        data.email,
-        "name" in given,
-        data.name,
+    result = await ctx.write(
+        sql(
+            "UPDATE users SET"
+            " email = CASE WHEN $2 THEN $3 ELSE email END,"
+            " name = CASE WHEN $4 THEN $5 ELSE name END,"
+            " updated_at = CASE WHEN $2 OR $4 THEN now() ELSE updated_at END"
+            f" WHERE id = $1 RETURNING {COLUMNS}",
+            ctx.params["id"],
+            "email" in given,
+            data.email,
+            "name" in given,
+            data.name,
+        )
     )
-    if row is None:
+    if not result.rows:
         raise user_missing(ctx.params["id"])
-    return json_response(User.model_validate(row))
+    return json_response(User.model_validate(result.rows[0]))
 
 
 async def delete_user(ctx: Context) -> Response:
     # their posts go with them (ON DELETE CASCADE): published ones leave the public list
-    deleted = await ctx.db.execute(
-        "DELETE FROM users WHERE id = $1",
-        ctx.params["id"],
+    deleted = await ctx.write(
+        sql("DELETE FROM users WHERE id = $1 RETURNING id", ctx.params["id"]),
         invalidate=(PUBLISHED_POSTS, user_posts(ctx.params["id"])),
     )
-    if not deleted:
+    if not deleted.rows:
         raise user_missing(ctx.params["id"])
     return json_response({"deleted": True, "id": ctx.params["id"]})
 

@@ -138,7 +138,7 @@ def empty_tables(request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("schema")
     postgres: EmbeddedPostgres = request.getfixturevalue("postgres")
     with postgres.admin(APP_DATABASE) as conn:
-        conn.execute("TRUNCATE users, posts, logs RESTART IDENTITY CASCADE")
+        conn.execute("TRUNCATE users, posts, logs, idempotency_keys RESTART IDENTITY CASCADE")
     # TRUNCATE bypasses the Worker, so drop what an earlier test may have left cached
     gateway: Gateway = request.getfixturevalue("gateway")
     tags = ["published_posts", *(f"user_{n}_posts" for n in range(1, 32))]

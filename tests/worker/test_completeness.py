@@ -57,6 +57,11 @@ DATABASE_ERRORS = [
     (db_errors.Retryable({"code": "40001", "message": "serialize"}), 503),
     (db_errors.QueryError({"code": "42601", "message": "syntax"}), 500),
     (db_errors.DatabaseUnavailable("down"), 503),
+    (db_errors.OutcomeUnknown("sent, no answer"), 503),  # on a read; see the test below
+    (db_errors.KeyInUse({"code": "IK001", "message": "running"}), 409),
+    (db_errors.KeyReused({"code": "IK002", "message": "other request"}), 422),
+    # handled by idempotency.keyed_write (a replay); reaching the mapper would be a bug
+    (db_errors.KeyHasOutcome({"code": "IK003", "message": "stored"}), 500),
     (db_errors.EndpointFailed("endpoint failed (500)"), 502),
     (db_errors.ProtocolError("garbled"), 502),
     (db_errors.ResultTooLarge("big"), 502),
@@ -113,3 +118,11 @@ def test_an_unknown_exception_is_a_generic_500_without_details() -> None:
     assert response.status == 500
     assert b"secret internals" not in response.body
     assert ServiceUnavailable().headers() == {"retry-after": "1"}
+
+
+def test_an_unknown_outcome_is_504_on_a_write_and_503_on_a_read() -> None:
+    error = db_errors.OutcomeUnknown("sent, no answer")
+    write = error_response(error, "req-3", write=True)
+    read = error_response(error, "req-4", write=False)
+    assert (write.status, "retry-after" in write.headers) == (504, False)
+    assert (read.status, read.headers["retry-after"]) == (503, "1")

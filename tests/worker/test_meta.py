@@ -60,7 +60,7 @@ async def test_openapi_describes_bodies_responses_and_parameters(client: WorkerC
         "$ref": "#/components/schemas/UserCreate"
     }
     assert set(create["responses"]) == {
-        *("201", "400", "409", "413", "414", "415", "422", "431", "500", "502", "503")
+        *("201", "400", "409", "413", "414", "415", "422", "431", "500", "502", "503", "504")
     }
     get_user = document["paths"]["/users/{id}"]["get"]
     assert get_user["parameters"] == [
