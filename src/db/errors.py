@@ -139,10 +139,21 @@ def query_error(fields: dict[str, Any]) -> DatabaseError:
     return kind(fields)
 
 
+def _message(body: bytes) -> str:
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        return "no answer from the database"
+    message = fields.get("message") if isinstance(fields, dict) else None
+    return str(message or "no answer from the database")
+
+
 def from_reply(status: int, body: bytes) -> DatabaseError:
     """The error an endpoint's non-200 reply stands for."""
     if status == 503:
         return DatabaseUnavailable(f"the database endpoint answered {status}")
+    if status == 504:
+        return OutcomeUnknown(f"the database endpoint answered 504: {_message(body)}")
     if status >= 500 and status != 507:
         return EndpointFailed(f"the database endpoint failed ({status})")
     try:

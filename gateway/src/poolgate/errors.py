@@ -9,7 +9,8 @@
     ├── MethodNotAllowed            405: wrong method on /healthz, /readyz, /metrics
     ├── RequestTooLarge             413: request body over the configured limit
     ├── ResponseTooLarge            507: result over the configured limit
-    └── Unavailable                 503 + Retry-After: pool wait exceeded, upstream down
+    ├── Unavailable                 503 + Retry-After: pool wait exceeded, upstream down
+    └── OutcomeUnknown              504: sent upstream, no answer (deadline, connection lost)
 
 Foreign exceptions (psycopg's) are translated into these once, in `pool` and `execute`.
 """
@@ -174,3 +175,12 @@ class Unavailable(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class OutcomeUnknown(GatewayError):
+    """Raised when a request reached Postgres and no answer came back: the gateway's
+    deadline passed (a server that stopped answering does not enforce its own statement
+    timeout) or the connection broke mid-request. A write in it may have committed, so
+    this is not "retry me": no Retry-After."""
+
+    status = 504

@@ -17,7 +17,14 @@ from psycopg.adapt import AdaptersMap
 from psycopg.types.none import NoneDumper
 from psycopg.types.string import StrDumperUnknown, TextLoader
 
-from poolgate.errors import BadRequest, GatewayError, QueryFailed, ResponseTooLarge, Unavailable
+from poolgate.errors import (
+    BadRequest,
+    GatewayError,
+    OutcomeUnknown,
+    QueryFailed,
+    ResponseTooLarge,
+    Unavailable,
+)
 from poolgate.protocol import SqlRequest, Statement
 from poolgate.streaming import ChunkedCursor
 from poolgate.values import cell_converter
@@ -117,8 +124,11 @@ def translate_error(error: psycopg.Error) -> GatewayError:
         sqlstate in _SERVER_GONE
         or (sqlstate.startswith("08") and sqlstate != _REQUEST_PROTOCOL_VIOLATION)
     )
-    if connection_lost:
+    if sqlstate in _SERVER_GONE:
+        # the server ended the statement with an error: it did not commit
         return Unavailable("the database connection was lost", retry_after=1)
+    if connection_lost:
+        return _lost_mid_request()
     if sqlstate:
         return QueryFailed(error)
     if isinstance(error, psycopg.DataError):
@@ -126,8 +136,14 @@ def translate_error(error: psycopg.Error) -> GatewayError:
         # would refuse it as 22021 (character_not_in_repertoire)
         return QueryFailed(error, sqlstate="22021")
     if isinstance(error, psycopg.OperationalError):
-        return Unavailable("the database connection was lost", retry_after=1)
+        return _lost_mid_request()
     return BadRequest(str(error))
+
+
+def _lost_mid_request() -> OutcomeUnknown:
+    return OutcomeUnknown(
+        "the database connection broke while the request ran: whether it took effect is unknown"
+    )
 
 
 async def _run_statement(

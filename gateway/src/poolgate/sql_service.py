@@ -4,6 +4,7 @@ run upstream on a pooled connection, invalidate after a write commits.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -17,7 +18,7 @@ from poolgate.cache_policy import (
 )
 from poolgate.cache_stores import CacheUnavailable
 from poolgate.config import Settings
-from poolgate.errors import QueryFailed, Unavailable
+from poolgate.errors import OutcomeUnknown, QueryFailed, Unavailable
 from poolgate.execute import Outcome, run_request
 from poolgate.pool import PoolRegistry
 from poolgate.protocol import (
@@ -29,6 +30,9 @@ from poolgate.protocol import (
 )
 
 READ_ONLY_VIOLATION = "25006"
+# Postgres cancels a statement at --statement-timeout itself; the gateway's own deadline
+# comes this much later and covers a server that has stopped answering altogether.
+DEADLINE_GRACE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +98,20 @@ class SqlService:
         return SqlAnswer(cached.outcome, cached.status, cached.age)
 
     async def _run(self, request: SqlRequest, read_only: bool) -> Outcome:
+        """Run on a pooled connection within the request deadline (the statement timeout
+        plus a second): past it the answer is 504 and the connection is discarded."""
+        deadline = self._settings.statement_timeout + DEADLINE_GRACE_SECONDS
         async with self._pools.connection(request.credentials) as connection:
-            return await run_request(
-                connection, request, self._settings.max_response_bytes, read_only=read_only
-            )
+            try:
+                return await asyncio.wait_for(
+                    run_request(connection, request, self._settings.max_response_bytes, read_only),
+                    deadline,
+                )
+            except TimeoutError:
+                raise OutcomeUnknown(
+                    f"the database did not answer within {deadline:g} s: whether the request"
+                    " took effect is unknown"
+                ) from None
 
 
 def _read_only(request: SqlRequest) -> bool:

@@ -72,8 +72,12 @@ class ChunkedCursor(psycopg.AsyncRawCursor[tuple[Any, ...]]):
             elif status in _COPY:
                 raise psycopg.NotSupportedError("COPY is not supported over HTTP")
             else:
-                # drain what is left so the connection is idle, then raise
-                while (yield from fetch(self._pgconn)) is not None:
+                # drain what is left so the connection is idle, then raise; after a FATAL
+                # error the server hangs up, and the error it sent is the one to report
+                try:
+                    while (yield from fetch(self._pgconn)) is not None:
+                        pass
+                except psycopg.OperationalError:
                     pass
                 self._raise_for_result(result)
         if final is None:
