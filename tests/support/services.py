@@ -87,8 +87,8 @@ class Gateway:
                 self.process.wait()
 
 
-def start_gateway(upstream: str, log_dir: Path, *options: str) -> Gateway:
-    port = free_port()
+def start_gateway(upstream: str, log_dir: Path, *options: str, port: int | None = None) -> Gateway:
+    port = port or free_port()
     log_path = log_dir / f"gateway-{port}.log"
     args = [
         sys.executable,
@@ -101,7 +101,7 @@ def start_gateway(upstream: str, log_dir: Path, *options: str) -> Gateway:
         f"127.0.0.1:{port}",
         *options,
     ]
-    with log_path.open("wb") as log_file:
+    with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             args,
             stdout=log_file,
@@ -130,8 +130,12 @@ class GatewayFactory:
         self.log_dir = log_dir
         self.started: list[Gateway] = []
 
-    def __call__(self, *options: str, upstream: str | None = None) -> Gateway:
-        gateway = start_gateway(upstream or self.postgres.upstream_url, self.log_dir, *options)
+    def __call__(
+        self, *options: str, upstream: str | None = None, port: int | None = None
+    ) -> Gateway:
+        gateway = start_gateway(
+            upstream or self.postgres.upstream_url, self.log_dir, *options, port=port
+        )
         self.started.append(gateway)
         return gateway
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes
+    seconds: float = 0.0  # until the response, without the work deferred past it
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -75,9 +77,11 @@ class WorkerClient:
             body=body or b"",
             body_too_large=body_too_large,
         )
+        started = time.monotonic()
         response = await self.app.handle(request, services)
+        seconds = time.monotonic() - started
         await asyncio.gather(*deferred)
-        return Reply(response.status, response.headers, response.body)
+        return Reply(response.status, response.headers, response.body, seconds)
 
     async def get(self, target: str, **kwargs: Any) -> Reply:
         return await self.request("GET", target, **kwargs)

@@ -93,21 +93,31 @@ async def run_request(
             body, rows = await _run_statement(cursor, request.statements[0], request, budget)
             return Outcome(body.encode(), rows)
         if request.batch is None:
-            await connection.execute(b"BEGIN READ ONLY")
+            await _command(cursor, "BEGIN READ ONLY")
             body, rows = await _run_statement(cursor, request.statements[0], request, budget)
-            await connection.execute(b"COMMIT")
+            await _command(cursor, "COMMIT")
             return Outcome(body.encode(), rows)
-        await connection.execute(request.batch.begin_statement().encode())
+        await _command(cursor, request.batch.begin_statement())
         bodies: list[str] = []
         total_rows = 0
         for statement in request.statements:
             body, rows = await _run_statement(cursor, statement, request, budget)
             bodies.append(body)
             total_rows += rows
-        await connection.execute(b"COMMIT")
+        await _command(cursor, "COMMIT")
         return Outcome(('{"results":[' + ",".join(bodies) + "]}").encode(), total_rows)
     except psycopg.Error as exc:
         raise translate_error(exc) from None
+
+
+async def _command(cursor: ChunkedCursor, text: str) -> None:
+    """A transaction command, through the same cursor as the statements, so that a
+    cancelled request ends at once even if the server no longer answers (see streaming)."""
+    await cursor.run(text, (), ROWS_PER_CHUNK, _no_rows)
+
+
+def _no_rows(result: pq.abc.PGresult) -> None:
+    raise psycopg.InterfaceError("a transaction command returned rows")
 
 
 # The server went away under the statement: worth a retry, not the client's fault.

@@ -17,12 +17,14 @@ import psycopg
 from psycopg import pq
 from psycopg.abc import PQGen
 from psycopg.generators import fetch
+from psycopg.waiting import wait_async
 
 _ROWS = (pq.ExecStatus.TUPLES_CHUNK, pq.ExecStatus.SINGLE_TUPLE)
 _DONE = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 # The server waits for COPY data (or sends it) instead of finishing: nothing to drain.
 _COPY = (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH)
 _ACTIVE = pq.TransactionStatus.ACTIVE
+CANCEL_TIMEOUT = 1.0  # seconds a cancel request may take before it is abandoned
 
 ChunkCallback = Callable[[pq.abc.PGresult], None]
 
@@ -46,10 +48,18 @@ class ChunkedCursor(psycopg.AsyncRawCursor[tuple[Any, ...]]):
         connection = self._conn
         async with connection.lock:
             try:
-                return await connection.wait(self._run_gen(query, params, rows_per_chunk, on_chunk))
+                # not connection.wait(): on cancellation it waits up to 10 s for the server
+                # to confirm, which a frozen server never does; here a cancelled request
+                # ends at once, and its connection is discarded by the caller
+                return await wait_async(
+                    self._run_gen(query, params, rows_per_chunk, on_chunk),
+                    self._pgconn.socket,
+                )
             finally:
                 if self._pgconn.transaction_status == _ACTIVE:
-                    await connection._try_cancel()
+                    # bounded: a frozen server takes no cancel request, and the caller
+                    # discards this connection whatever happens
+                    await connection._try_cancel(timeout=CANCEL_TIMEOUT)
 
     def _run_gen(
         self,

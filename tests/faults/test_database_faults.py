@@ -1,0 +1,157 @@
+"""PostgreSQL restarted and frozen under write load through the Worker and the gateway:
+no acknowledged write lost, none duplicated, failures fast and bounded, quick recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from db.client import Database
+from db.transport import HttpxTransport
+from routes.table import build_app
+from tests.faults.conftest import FaultPostgres, FaultReport, FaultRow, scaled
+from tests.faults.writers import WriteLoad, write_posts
+from tests.support.services import Gateway, GatewayFactory
+from tests.worker.conftest import WorkerClient, config_for
+
+STATEMENT_TIMEOUT = 1.0
+DEADLINE = STATEMENT_TIMEOUT + 1.0  # the gateway's own, past Postgres's statement timeout
+
+
+@pytest.fixture
+def fault_gateway(fault_gateways: GatewayFactory) -> Gateway:
+    return fault_gateways(
+        *("--statement-timeout", str(STATEMENT_TIMEOUT)),
+        *("--connect-timeout", "1", "--acquire-timeout", "1"),
+    )
+
+
+@pytest.fixture
+async def worker(fault_gateway: Gateway) -> AsyncIterator[WorkerClient]:
+    transport = HttpxTransport()
+    yield WorkerClient(build_app(), Database(config_for(fault_gateway.url), transport))
+    await transport.aclose()
+
+
+async def make_author(worker: WorkerClient) -> int:
+    reply = await worker.post("/users", {"email": "author@faults.test", "name": "Author"})
+    assert reply.status == 201, reply.body
+    author: int = reply.json()["id"]
+    return author
+
+
+def lost_and_duplicated(postgres: FaultPostgres, load: WriteLoad) -> tuple[int, int]:
+    with postgres.server.admin("appdb") as conn:
+        rows = conn.execute("SELECT title, count(*) FROM posts GROUP BY title").fetchall()
+    counts = {str(title): int(str(n)) for title, n in rows}
+    lost = len([title for title in load.acknowledged if title not in counts])
+    duplicates = sum(n - 1 for n in counts.values())
+    return lost, duplicates
+
+
+async def write_until(
+    stop: asyncio.Event, worker: WorkerClient, author: int, name: str, load: WriteLoad
+) -> None:
+    """One logical write after another, each retried until acknowledged, until `stop`."""
+    n = 0
+    while not stop.is_set():
+        await write_posts(worker, author, f"{name}-{n}", 1, load, attempts=400)
+        n += 1
+
+
+async def test_postgres_restarted_under_write_load_loses_and_duplicates_nothing(
+    worker: WorkerClient, fault_postgres: FaultPostgres, report: FaultReport
+) -> None:
+    author = await make_author(worker)
+    restarts = scaled(1, 3)
+    load = WriteLoad()
+    back_at: list[float] = []
+    stop = asyncio.Event()
+
+    async def restart_repeatedly() -> None:
+        for _ in range(restarts):
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(fault_postgres.stop)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(fault_postgres.start)
+            back_at.append(time.monotonic())
+        await asyncio.sleep(2.5)
+        stop.set()
+
+    writers = [write_until(stop, worker, author, f"restart-w{n}", load) for n in range(4)]
+    await asyncio.gather(restart_repeatedly(), *writers)
+    lost, duplicates = lost_and_duplicated(fault_postgres, load)
+    recoveries = [load.first_success_after(moment) for moment in back_at]
+    assert load.unexpected == []
+    assert load.given_up == []
+    assert (lost, duplicates) == (0, 0)
+    assert load.slowest_failure <= DEADLINE + 0.5
+    assert all(r is not None and r <= 2.0 for r in recoveries), recoveries
+    report.add(
+        FaultRow(
+            "PostgreSQL restarted under write load (4 writers, keyed retries)",
+            injected=restarts,
+            survived=restarts,
+            acknowledged_writes_lost=lost,
+            duplicates=duplicates,
+            notes=f"{len(load.acknowledged)} writes acknowledged; failures {load.failures},"
+            f" slowest {load.slowest_failure:.2f} s; serving again"
+            f" {max(r or 0 for r in recoveries):.2f} s after Postgres was back",
+        )
+    )
+
+
+async def test_frozen_postgres_ends_every_request_in_bounded_time_and_recovers(
+    worker: WorkerClient, fault_postgres: FaultPostgres, report: FaultReport
+) -> None:
+    author = await make_author(worker)
+    freezes = scaled(1, 3)
+    load = WriteLoad()
+    reads: list[tuple[int, float]] = []
+    thawed_at: list[float] = []
+    stop = asyncio.Event()
+
+    async def freeze_repeatedly() -> None:
+        for _ in range(freezes):
+            await asyncio.sleep(0.3)
+            frozen = fault_postgres.freeze()
+            await asyncio.sleep(4.0)
+            fault_postgres.thaw(frozen)
+            thawed_at.append(time.monotonic())
+        await asyncio.sleep(2.5)
+        stop.set()
+
+    async def read_until_stopped() -> None:
+        while not stop.is_set():
+            reply = await worker.get("/users")
+            reads.append((reply.status, reply.seconds))
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(
+        freeze_repeatedly(),
+        read_until_stopped(),
+        *(write_until(stop, worker, author, f"freeze-w{w}", load) for w in range(3)),
+    )
+    lost, duplicates = lost_and_duplicated(fault_postgres, load)
+    slowest = max([seconds for _, seconds in reads] + [load.slowest_failure])
+    recoveries = [load.first_success_after(moment) for moment in thawed_at]
+    assert {status for status, _ in reads} <= {200, 503}
+    assert load.unexpected == []
+    assert slowest <= DEADLINE + 1.5  # the gateway's deadline, or its connect timeout
+    assert (lost, duplicates) == (0, 0)
+    assert all(r is not None and r <= 2.0 for r in recoveries), recoveries
+    report.add(
+        FaultRow(
+            "PostgreSQL frozen 4 s (SIGSTOP of postmaster and backends) under reads and writes",
+            injected=freezes,
+            survived=freezes,
+            acknowledged_writes_lost=lost,
+            duplicates=duplicates,
+            notes=f"slowest answer {slowest:.2f} s (deadline {DEADLINE:g} s);"
+            f" serving again {max(r or 0 for r in recoveries):.2f} s after SIGCONT;"
+            f" {len(load.acknowledged)} writes acknowledged",
+        )
+    )
