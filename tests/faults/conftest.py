@@ -151,13 +151,15 @@ def fault_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultPo
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def fault_gateways(
     fault_postgres: FaultPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayFactory]:
+    """Gateways for one test, all stopped after it (so connection counts are its own)."""
     factory = GatewayFactory(fault_postgres.server, tmp_path_factory.mktemp("fault-gateways"))
     yield factory
     factory.stop_all()
+    wait_until(lambda: fault_postgres.server_connections() == 0, seconds=10)
 
 
 @pytest.fixture(autouse=True)

@@ -15,10 +15,10 @@ from poolgate.cache_stores import Entry, RedisStore
 from tests.support.services import GatewayFactory, free_port, make_app_url
 
 
-def start_redis(directory: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def start_redis(directory: Path, port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
     server = shutil.which("redis-server")
     assert server, "redis-server is required (the README's test command installs it)"
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [
             server,
