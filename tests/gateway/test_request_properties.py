@@ -4,9 +4,11 @@ request or a `GatewayError` (a 4xx), and through the real process never a 5xx.""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from poolgate.errors import GatewayError
@@ -72,3 +74,23 @@ def test_any_request_to_the_running_gateway_is_answered_without_a_server_error(
     response = httpx.post(f"{gateway.url}/sql", content=encoded(payload), headers=sent, timeout=30)
     assert response.status_code < 500, response.text
     assert response.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * (10 * 1024 * 1024),
+        b'{"query": "SELECT 1", "params": [' + b"[" * 5_000_000 + b"]}",
+        b'{"query": "SELECT 1", "params": [' + b'"x",' * 2_000_000 + b'"x"]}',
+    ],
+    ids=["10 MiB of nesting", "nested params", "2 million params"],
+)
+def test_parsing_a_hostile_10_mib_body_stays_in_bounded_memory(body: bytes) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(GatewayError):
+            parse_sql_request({"Neon-Connection-String": make_app_url()}, body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024 * 1024

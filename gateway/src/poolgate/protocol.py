@@ -19,6 +19,9 @@ from poolgate.errors import BadRequest, InvalidText
 from poolgate.values import InvalidParameter, param_to_text
 
 
+MAX_PARAMS = 65535  # the protocol's limit: a Bind message counts parameters in 16 bits
+
+
 class Isolation(Enum):
     """Batch isolation levels, by the names the `Neon-Batch-Isolation-Level` header uses."""
 
@@ -179,6 +182,8 @@ def _statement(item: Any, default_array_mode: bool, where: str) -> Statement:
         params = []
     if not isinstance(params, list):
         raise BadRequest(f'{where}: "params" must be an array')
+    if len(params) > MAX_PARAMS:
+        raise BadRequest(f"{where}: Postgres takes at most {MAX_PARAMS} parameters per statement")
     array_mode = item.get("arrayMode")
     if array_mode is None:
         array_mode = default_array_mode
