@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from poolgate.json_server import JsonErrorServer
+from poolgate.json_server import JsonErrorServer, parse_failure
 
 from app import App, Services, database_from_env
 from db.transport import HttpxTransport
@@ -84,9 +84,8 @@ def to_aiohttp(status: int, body: bytes, headers: dict[str, str]) -> web.Respons
 
 def answer_unparsable(exc: BaseException | None) -> web.Response:
     """What aiohttp could not parse is answered as the app answers a bad request."""
-    reason = getattr(exc, "message", None) or type(exc).__name__
     answer = error_response(
-        BadRequest(f"the request is not valid HTTP/1.1: {reason}"), str(uuid.uuid4())
+        BadRequest(f"the request is not valid HTTP/1.1: {parse_failure(exc)}"), str(uuid.uuid4())
     )
     return to_aiohttp(answer.status, answer.body, answer.headers)
 

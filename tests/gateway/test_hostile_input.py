@@ -112,3 +112,18 @@ def test_what_the_parser_refuses_is_answered_with_a_json_400(
     assert head.split(b" ")[1] == b"400", head
     assert b"content-type: application/json" in head.lower()
     assert json.loads(body)["message"].startswith("the request is not valid HTTP/1.1")
+
+
+def test_an_oversized_connection_string_is_refused_without_echoing_it(
+    gateway: Gateway,
+) -> None:
+    secret = "hunter2-" + "p" * 20_000
+    request = (
+        b"POST /sql HTTP/1.1\r\nHost: h\r\nNeon-Connection-String: postgresql://app:"
+        + secret.encode()
+        + b"@x/appdb\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    head, _, body = raw_exchange(gateway.url, request).partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400"
+    assert b"hunter2" not in body
+    assert "hunter2" not in gateway.log_text()

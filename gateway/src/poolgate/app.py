@@ -29,6 +29,7 @@ from poolgate.errors import (
     RouteNotFound,
     Unavailable,
 )
+from poolgate.json_server import parse_failure
 from poolgate.metrics import CONTENT_TYPE, Metrics
 from poolgate.pool import PoolRegistry
 from poolgate.sql_service import SqlService
@@ -162,8 +163,7 @@ def _answer_error(error: GatewayError) -> web.Response:
 
 def answer_unparsable(exc: BaseException | None) -> web.Response:
     """The answer to a request aiohttp could not parse (see `json_server`)."""
-    reason = getattr(exc, "message", None) or type(exc).__name__
-    response = _answer_error(BadRequest(f"the request is not valid HTTP/1.1: {reason}"))
+    response = _answer_error(BadRequest(f"the request is not valid HTTP/1.1: {parse_failure(exc)}"))
     response.headers["Neon-Request-Id"] = str(uuid.uuid4())
     return response
 

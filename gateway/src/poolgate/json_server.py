@@ -16,9 +16,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web, web_protocol
+from aiohttp import http_exceptions, web, web_protocol
 
 ParseErrorAnswer = Callable[[BaseException | None], web.Response]
+
+
+def parse_failure(exc: BaseException | None) -> str:
+    """What was wrong with the request, in words that never repeat any of its bytes
+    (aiohttp's own messages quote the offending line: a header's value, a password)."""
+    if isinstance(exc, http_exceptions.LineTooLong):
+        return "the request line or a header is too long"
+    if isinstance(exc, http_exceptions.InvalidHeader):
+        return "a header is malformed"
+    if isinstance(exc, http_exceptions.BadStatusLine):
+        return "the request line is not HTTP/1.1"
+    if isinstance(exc, http_exceptions.PayloadEncodingError):
+        return "the body's framing (Content-Length or chunked encoding) is malformed"
+    return "the request is malformed"
 
 
 class _Handler(web_protocol.RequestHandler):
@@ -32,7 +46,7 @@ class _Handler(web_protocol.RequestHandler):
         server = self._manager
         if status != 400 or not isinstance(server, JsonErrorServer):
             return super().handle_error(request, status, exc, message)
-        self.log_debug("unparsable request: %r", exc)
+        self.log_debug("unparsable request: %s", type(exc).__name__)
         response = server.answer_parse_error(exc)
         response.force_close()
         return response

@@ -18,7 +18,6 @@ from urllib.parse import unquote, urlsplit
 from poolgate.errors import BadRequest, InvalidText
 from poolgate.values import InvalidParameter, param_to_text
 
-
 MAX_PARAMS = 65535  # the protocol's limit: a Bind message counts parameters in 16 bits
 
 
