@@ -18,6 +18,7 @@ from aiohttp import web
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
+from poolgate.api_keys import require_api_key
 from poolgate.cache import Clock, QueryCache
 from poolgate.cache_stores import CacheStore, MemoryStore, RedisStore
 from poolgate.config import Settings
@@ -109,6 +110,8 @@ async def _pool_lifecycle(app: web.Application) -> AsyncIterator[None]:
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
+    if cache is not None:
+        await cache.drain()
     await pools.close()
     if cache is not None:
         await cache.store.close()
@@ -204,6 +207,7 @@ async def _sql(request: web.Request) -> web.Response:
         return web.Response(status=200, headers={**_CORS_HEADERS, "Allow": "OPTIONS, POST"})
     if request.method != "POST":
         raise _bad_method(request.method)
+    require_api_key(request.headers, request.app[SETTINGS].api_keys)
     answer = await request.app[SERVICE].answer(request.headers, await _read_body(request))
     request[ROWS] = answer.outcome.row_count
     headers = {"Poolgate-Cache-Status": answer.cache_status}
@@ -215,6 +219,7 @@ async def _sql(request: web.Request) -> web.Response:
 
 
 async def _invalidate(request: web.Request) -> web.Response:
+    require_api_key(request.headers, request.app[SETTINGS].api_keys)
     dropped = await request.app[SERVICE].invalidate(request.headers, await _read_body(request))
     return web.json_response({"invalidated": dropped})
 
@@ -252,6 +257,8 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    # it names every tenant (user, database): with API keys on, only key holders see it
+    require_api_key(request.headers, request.app[SETTINGS].api_keys)
     cache = request.app[SERVICE].cache
     if cache is not None:
         await cache.refresh_size()  # Redis is asked here, not on every request

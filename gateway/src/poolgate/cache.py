@@ -89,6 +89,12 @@ class QueryCache:
         # shielded: a client that goes away does not cancel the work others wait on
         return CachedAnswer(await asyncio.shield(task), "miss", 0)
 
+    async def drain(self) -> None:
+        """Let in-flight upstream runs (background refreshes among them) finish, so their
+        connections go back to the pools before those close."""
+        if self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
     async def purge_expired(self) -> None:
         await self.store.purge_expired(self.clock())
 

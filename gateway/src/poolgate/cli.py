@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -34,8 +35,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"poolgate: invalid configuration: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    forget_libpq_environment()
     uvloop.run(serve(settings))
     return 0
+
+
+def forget_libpq_environment() -> None:
+    """libpq takes defaults from PG* variables (PGPASSWORD, PGSERVICE, PGOPTIONS, ...), a
+    passfile and a service file: none of them may supply credentials or options for a
+    client's connection, so they are dropped (upstream settings come from --upstream)."""
+    for name in [name for name in os.environ if name.startswith("PG")]:
+        del os.environ[name]
+    os.environ["PGPASSFILE"] = os.devnull
+    os.environ["PGSERVICEFILE"] = os.devnull
+    os.environ["PGSYSCONFDIR"] = os.devnull
 
 
 async def serve(settings: Settings) -> None:

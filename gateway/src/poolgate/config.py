@@ -35,6 +35,10 @@ class Settings:
     reset_query: str = "DISCARD ALL"
     cache: str = "memory"  # "memory", "off", or a redis:// URL shared by replicas
     cache_max_bytes: int = 64 * MiB
+    api_keys: tuple[str, ...] = ()  # when set, every call must carry one (see api_keys)
+
+    def __repr__(self) -> str:  # keys stay out of logs and tracebacks
+        return f"Settings(listen={self.listen_host}:{self.listen_port}, keys={len(self.api_keys)})"
 
 
 # (option, environment variable, help)
@@ -98,7 +102,19 @@ _OPTIONS = (
         "POOLGATE_CACHE_MAX_BYTES",
         "bound of the in-process cache in bytes (default 64 MiB)",
     ),
+    (
+        "--api-keys",
+        "POOLGATE_API_KEYS",
+        "comma-separated API keys; when set, /sql, /invalidate and /metrics need "
+        "'Authorization: Bearer <key>' (list two keys to rotate)",
+    ),
+    (
+        "--api-keys-file",
+        "POOLGATE_API_KEYS_FILE",
+        "a file with one API key per line (blank lines and # comments skipped)",
+    ),
 )
+MIN_API_KEY_LENGTH = 16
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
@@ -134,7 +150,25 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         reset_query="" if reset.strip().lower() == "none" else reset,
         cache=parse_cache(args.cache or "memory"),
         cache_max_bytes=_positive_int("--cache-max-bytes", args.cache_max_bytes, 64 * MiB),
+        api_keys=parse_api_keys(args.api_keys, args.api_keys_file),
     )
+
+
+def parse_api_keys(listed: str | None, file: str | None) -> tuple[str, ...]:
+    keys = [key.strip() for key in (listed or "").split(",") if key.strip()]
+    if file:
+        try:
+            lines = open(file, encoding="utf-8").read().splitlines()  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"--api-keys-file cannot be read: {exc.strerror}") from None
+        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    for key in keys:
+        if len(key) < MIN_API_KEY_LENGTH or not all("!" <= ch <= "~" for ch in key):
+            raise ConfigError(
+                f"an API key must be at least {MIN_API_KEY_LENGTH} printable ASCII characters"
+                " without spaces (e.g. from `openssl rand -base64 32`)"
+            )
+    return tuple(dict.fromkeys(keys))
 
 
 def parse_cache(value: str) -> str:

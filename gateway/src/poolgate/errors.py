@@ -4,6 +4,7 @@
     ├── BadRequest                  400: malformed body, header or connection string
     ├── InvalidText                 400 + SQLSTATE 22021: a string that is not text
     ├── AuthenticationFailed        400 + SQLSTATE 28P01: credentials refused upstream
+    ├── Unauthorized                401: API keys are on and the request has none of them
     ├── QueryFailed                 400: Postgres raised an error for a statement
     ├── RouteNotFound               404: no such endpoint
     ├── MethodNotAllowed            405: wrong method on /healthz, /readyz, /metrics
@@ -108,6 +109,18 @@ class AuthenticationFailed(GatewayError):
     @property
     def sqlstate(self) -> str | None:
         return "28P01"
+
+
+class Unauthorized(GatewayError):
+    """Raised when API keys are configured and the request carries none of them."""
+
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__("missing or invalid API key: send Authorization: Bearer <key>")
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="poolgate"'}
 
 
 class QueryFailed(GatewayError):

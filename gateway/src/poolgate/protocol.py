@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from poolgate.errors import BadRequest, InvalidText
+from poolgate.errors import AuthenticationFailed, BadRequest, InvalidText
 from poolgate.values import InvalidParameter, param_to_text
 
 MAX_PARAMS = 65535  # the protocol's limit: a Bind message counts parameters in 16 bits
@@ -76,11 +76,14 @@ class SqlRequest:
     raw_text: bool
 
 
-def parse_sql_request(headers: Mapping[str, str], body: bytes) -> SqlRequest:
-    """The request a client sent, or `BadRequest` saying what is wrong with it."""
-    credentials = parse_credentials(
-        headers.get("Neon-Connection-String"), headers.get("Authorization")
-    )
+def parse_sql_request(
+    headers: Mapping[str, str], body: bytes, *, bearer_is_password: bool = True
+) -> SqlRequest:
+    """The request a client sent, or `BadRequest` saying what is wrong with it.
+
+    `bearer_is_password`: without API keys, `Authorization: Bearer` carries the Postgres
+    password (Neon's protocol); with them it carries the key, checked before this."""
+    credentials = request_credentials(headers, bearer_is_password)
     raw_text = headers.get("Neon-Raw-Text-Output") == "true"
     default_array_mode = headers.get("Neon-Array-Mode") == "true"
     payload = json_object(body)
@@ -119,10 +122,23 @@ def _params_of(statement: Statement) -> list[tuple[str, str]]:
     return [(f"parameter ${n}", p) for n, p in enumerate(statement.params, 1) if p is not None]
 
 
+def request_credentials(headers: Mapping[str, str], bearer_is_password: bool) -> Credentials:
+    authorization = headers.get("Authorization") if bearer_is_password else None
+    return parse_credentials(headers.get("Neon-Connection-String"), authorization)
+
+
+# PostgreSQL truncates identifiers at 63 bytes: longer names would alias one role
+MAX_NAME_BYTES = 63
+
+
 def parse_credentials(connection_string: str | None, authorization: str | None) -> Credentials:
     """User, password and database from `Neon-Connection-String`.
 
-    A bearer token in `Authorization`, when given, is the password.
+    A bearer token in `Authorization`, when given, is the password. A request without a
+    password is refused (28P01) without connecting: the gateway never logs in with a
+    password of its own (environment, passfile or trust rule). NUL bytes and names over
+    63 bytes are refused (400): libpq would cut the connection string at a NUL, and
+    Postgres would alias long names.
     """
     if not connection_string:
         raise BadRequest("missing Neon-Connection-String header")
@@ -143,6 +159,15 @@ def parse_credentials(connection_string: str | None, authorization: str | None) 
         if scheme.lower() != "bearer" or not token.strip():
             raise BadRequest("Authorization must be 'Bearer <token>'")
         password = token.strip()
+    for what, name in (("user name", user), ("database name", database)):
+        if "\x00" in name:
+            raise BadRequest(f"the {what} in Neon-Connection-String holds a NUL byte")
+        if len(name.encode()) > MAX_NAME_BYTES:
+            raise BadRequest(f"the {what} is over PostgreSQL's {MAX_NAME_BYTES} bytes")
+    if password is not None and "\x00" in password:
+        raise BadRequest("the password in Neon-Connection-String holds a NUL byte")
+    if not password:
+        raise AuthenticationFailed()
     return Credentials(user=user, password=password, database=database)
 
 

@@ -25,8 +25,8 @@ from poolgate.protocol import (
     Credentials,
     SqlRequest,
     json_object,
-    parse_credentials,
     parse_sql_request,
+    request_credentials,
 )
 
 READ_ONLY_VIOLATION = "25006"
@@ -51,7 +51,7 @@ class SqlService:
 
     async def answer(self, headers: Mapping[str, str], body: bytes) -> SqlAnswer:
         policy = parse_cache_policy(headers)
-        request = parse_sql_request(headers, body)
+        request = parse_sql_request(headers, body, bearer_is_password=not self._settings.api_keys)
         answer = None
         if self.cache is not None and policy.wants_cache and _read_only(request):
             try:
@@ -73,9 +73,7 @@ class SqlService:
         return answer
 
     async def invalidate(self, headers: Mapping[str, str], body: bytes) -> int:
-        credentials = parse_credentials(
-            headers.get("Neon-Connection-String"), headers.get("Authorization")
-        )
+        credentials = request_credentials(headers, bearer_is_password=not self._settings.api_keys)
         tags = parse_tags(json_object(body).get("tags"), "tags")
         await self._pools.authenticate(credentials)
         if self.cache is None:
