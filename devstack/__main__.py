@@ -32,12 +32,13 @@ APP_USER = "app"
 APP_DATABASE = "app"
 
 
-def app_password(state: Path) -> str:
-    """The app role's password: made once, kept beside the data (git-ignored)."""
-    path = state / "app-password"
+def kept_secret(state: Path, name: str) -> str:
+    """A secret made once and kept beside the data (git-ignored, readable by you only):
+    the app role's password, the gateway's API key."""
+    path = state / name
     if not path.exists():
         state.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(18))
+        path.write_text(secrets.token_urlsafe(24))
         path.chmod(0o600)
     return path.read_text().strip()
 
@@ -167,7 +168,8 @@ def masked(url: str, password: str) -> str:
 
 
 def run_stack(options: argparse.Namespace, state: Path) -> int:
-    password = app_password(state)
+    password = kept_secret(state, "app-password")
+    api_key = kept_secret(state, "api-key")
     print(f"devstack: starting PostgreSQL (data in {state / 'postgres'})", flush=True)
     database = embedded.start(state / "postgres", stop_at_exit=True)
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -187,6 +189,8 @@ def run_stack(options: argparse.Namespace, state: Path) -> int:
                 database.upstream_url,
                 "--listen",
                 f"127.0.0.1:{options.gateway_port}",
+                "--api-keys-file",
+                str(state / "api-key"),
             ],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -195,8 +199,10 @@ def run_stack(options: argparse.Namespace, state: Path) -> int:
 
         pooled = f"postgresql://{APP_USER}:{quote(password, safe='')}@localhost/{APP_DATABASE}"
         (ROOT / ".dev.vars").write_text(
-            "# written by ./dev up: the POOLED connection string and the gateway's endpoint\n"
+            "# written by ./dev up: the POOLED connection string, the gateway's endpoint and\n"
+            "# API key; LOCAL_DEVELOPMENT allows the endpoint's custom port (never deployed)\n"
             f"DATABASE_URL={pooled}\nDATABASE_HTTP_ENDPOINT={gateway_url}/sql\n"
+            f"DATABASE_API_KEY={api_key}\nLOCAL_DEVELOPMENT=true\n"
         )
 
         worker, what = start_worker(options.runtime, options.port, state / "workerd.log")
@@ -209,7 +215,7 @@ devstack: ready.
   open      http://127.0.0.1:{options.port}/          (try /users, /health, /openapi.json)
   gateway   {gateway_url}/sql   metrics {gateway_url}/metrics
   direct    {direct}   (migrations only)
-  password  in {state / "app-password"} (also in .dev.vars, git-ignored)
+  secrets   {state / "app-password"}, {state / "api-key"} (also in .dev.vars, git-ignored)
 Ctrl-C stops everything.""",
             flush=True,
         )

@@ -26,7 +26,13 @@ from web import MAX_BODY_BYTES, Request, Response
 
 log = logging.getLogger("worker")
 
-ENV_NAMES = ("DATABASE_URL", "DATABASE_HTTP_ENDPOINT", "DATABASE_TIMEOUT_SECONDS")
+ENV_NAMES = (
+    "DATABASE_URL",
+    "DATABASE_HTTP_ENDPOINT",
+    "DATABASE_TIMEOUT_SECONDS",
+    "DATABASE_API_KEY",
+    "LOCAL_DEVELOPMENT",
+)
 Handle = Callable[[Request, Services], Awaitable[Response]]
 
 

@@ -132,7 +132,15 @@ def test_a_second_start_refuses_at_once_and_leaves_the_first_stack_serving(
     try:
         output = wait_for_ready(first, first_log, seconds=90)
         password = (state / "app-password").read_text().strip()
+        api_key = (state / "api-key").read_text().strip()
         assert password not in output and "app-password" in output
+        assert api_key not in output
+        keyless = httpx.post(
+            f"http://127.0.0.1:{gateway_port}/sql",
+            json={"query": "SELECT 1"},
+            headers={"Neon-Connection-String": f"postgresql://app:{password}@x/app"},
+        )
+        assert keyless.status_code == 401  # the local gateway runs with an API key too
         base = f"http://127.0.0.1:{port}"
         for second_state, second_port in ((state, free_port()), (tmp_path / "other", port)):
             second_log = tmp_path / "second.log"

@@ -138,6 +138,7 @@ class Database:
         headers = {
             "Content-Type": "application/json",
             "Neon-Connection-String": self._config.connection_string,
+            **self._auth_headers(),
         }
         call = HttpCall(
             url, headers, json.dumps({"tags": list(tags)}).encode(), self._config.timeout
@@ -180,6 +181,11 @@ class Database:
             raise ProtocolError("a batch answer must hold one result per statement")
         return [_result(item, reply_headers) for item in results]
 
+    def _auth_headers(self) -> dict[str, str]:
+        """The endpoint's API key (poolgate --api-keys), when the Worker has one."""
+        key = self._config.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
     async def _post(
         self, body: dict[str, Any], extra_headers: dict[str, str]
     ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -188,6 +194,7 @@ class Database:
             "Neon-Connection-String": self._config.connection_string,
             "Neon-Raw-Text-Output": "true",
             "Neon-Array-Mode": "true",
+            **self._auth_headers(),
             **extra_headers,
         }
         call = HttpCall(

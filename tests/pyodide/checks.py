@@ -82,6 +82,7 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
         {
             "DATABASE_URL": config["connection_string"],
             "DATABASE_HTTP_ENDPOINT": config["gateway_url"] + "/sql",
+            "LOCAL_DEVELOPMENT": "true",  # the test gateway listens on a custom port
         }
     )
     deferred: list[Any] = []
@@ -122,6 +123,19 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
     results["wrong_method"] = await call(js_request(f"{base}/echo", "PUT"))
     results["unhandled"] = await call(js_request(f"{base}/boom"))
     results["through_database"] = await call(js_request(f"{base}/db?n=41"))
+    # as deployed: no LOCAL_DEVELOPMENT, so the gateway's custom port is refused
+    deployed_env = js_object(
+        {
+            "DATABASE_URL": config["connection_string"],
+            "DATABASE_HTTP_ENDPOINT": config["gateway_url"] + "/sql",
+        }
+    )
+    deployed = WorkersAdapter(app.handle)
+    custom_port = await deployed.serve(js_request(f"{base}/db?n=1"), deployed_env, ctx)
+    results["custom_port_deployed"] = {
+        "status": custom_port.status,
+        "body": json.loads(await custom_port.text()),
+    }
 
     # WorkerEntrypoint as entry.py declares it: ctx and env wrapped by the SDK
     class Default(workers.WorkerEntrypoint):
@@ -145,6 +159,7 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
                     "DATABASE_URL": config["connection_string"],
                     "DATABASE_HTTP_ENDPOINT": endpoint,
                     "DATABASE_TIMEOUT_SECONDS": "5",
+                    "LOCAL_DEVELOPMENT": "true",
                 }
             ),
             FetchTransport(),

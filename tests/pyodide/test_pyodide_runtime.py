@@ -202,3 +202,13 @@ def test_fetch_transport_reports_a_stopped_gateway_as_unavailable_with_an_unknow
     so the Workers transport reports both as an unknown outcome: a DatabaseUnavailable
     (503 on a read) that a write route answers 504."""
     assert pyodide_results["gateway_stopped"]["type"] == "OutcomeUnknown"
+
+
+def test_a_deployed_worker_refuses_an_endpoint_on_a_custom_port(
+    pyodide_results: dict[str, Any],
+) -> None:
+    """workerd's deployed fetch() would send it to 443 instead; wrangler dev would not."""
+    answer = pyodide_results["custom_port_deployed"]
+    assert answer["status"] == 500
+    assert answer["body"]["error"]["code"] == "not_configured"
+    assert "ignores custom ports" in answer["body"]["error"]["message"]

@@ -87,7 +87,13 @@ class Gateway:
                 self.process.wait()
 
 
-def start_gateway(upstream: str, log_dir: Path, *options: str, port: int | None = None) -> Gateway:
+def start_gateway(
+    upstream: str,
+    log_dir: Path,
+    *options: str,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> Gateway:
     port = port or free_port()
     log_path = log_dir / f"gateway-{port}.log"
     args = [
@@ -106,7 +112,7 @@ def start_gateway(upstream: str, log_dir: Path, *options: str, port: int | None 
             args,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path, args)
     deadline = time.monotonic() + 20
@@ -131,10 +137,14 @@ class GatewayFactory:
         self.started: list[Gateway] = []
 
     def __call__(
-        self, *options: str, upstream: str | None = None, port: int | None = None
+        self,
+        *options: str,
+        upstream: str | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> Gateway:
         gateway = start_gateway(
-            upstream or self.postgres.upstream_url, self.log_dir, *options, port=port
+            upstream or self.postgres.upstream_url, self.log_dir, *options, port=port, env=env
         )
         self.started.append(gateway)
         return gateway

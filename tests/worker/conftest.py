@@ -102,6 +102,7 @@ def config_for(gateway_url: str, timeout: float = 5.0) -> DatabaseConfig:
             "DATABASE_URL": make_app_url(),
             "DATABASE_HTTP_ENDPOINT": f"{gateway_url}/sql",
             "DATABASE_TIMEOUT_SECONDS": str(timeout),
+            "LOCAL_DEVELOPMENT": "true",  # the test gateways listen on custom ports
         }
     )
 
@@ -127,6 +128,7 @@ def worker_server(
     dev_vars = folder / ".dev.vars"
     dev_vars.write_text(
         f"DATABASE_URL={make_app_url()}\nDATABASE_HTTP_ENDPOINT={gateway.url}/sql\n"
+        "LOCAL_DEVELOPMENT=true\n"
     )
     server = start_worker_server(dev_vars, folder / "worker.log")
     yield server

@@ -31,10 +31,37 @@ def test_a_vars_endpoint_overrides_the_derived_one_and_the_password_stays_out_of
             "DATABASE_URL": "postgresql://u:secret@h/db",
             "DATABASE_HTTP_ENDPOINT": "http://127.0.0.1:4444/sql",
             "DATABASE_TIMEOUT_SECONDS": "2.5",
+            "DATABASE_API_KEY": "key-0123456789abcdef",
+            "LOCAL_DEVELOPMENT": "true",
         }
     )
     assert (config.endpoint, config.timeout) == ("http://127.0.0.1:4444/sql", 2.5)
-    assert "secret" not in repr(config)
+    assert config.api_key == "key-0123456789abcdef"
+    assert "secret" not in repr(config) and "key-0123" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["https://gw.example.com:4444/sql", "http://gw.example.com:8080/sql", "https://h:80/sql"],
+)
+def test_a_deployed_worker_refuses_an_endpoint_on_a_custom_port(endpoint: str) -> None:
+    env = {"DATABASE_URL": "postgresql://u:p@h/db", "DATABASE_HTTP_ENDPOINT": endpoint}
+    with pytest.raises(ConfigurationError, match="ignores custom ports"):
+        DatabaseConfig.from_env(env)
+    assert DatabaseConfig.from_env({**env, "LOCAL_DEVELOPMENT": "true"}).endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://gw.example.com/sql",
+        "https://gw.example.com:443/sql",
+        "http://gw.example.com:80/sql",
+    ],
+)
+def test_standard_ports_are_fine_anywhere(endpoint: str) -> None:
+    env = {"DATABASE_URL": "postgresql://u:p@h/db", "DATABASE_HTTP_ENDPOINT": endpoint}
+    assert DatabaseConfig.from_env(env).endpoint == endpoint
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ unknown, against the real gateway and Postgres."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -220,3 +221,19 @@ async def test_a_write_that_surely_never_left_is_503_with_retry_after(
     reply = await worker.post("/users", {"email": "a@b.co", "name": "A"})
     await transport.aclose()
     assert reply.status == 503 and reply.headers["retry-after"] == "1"
+
+
+async def test_the_worker_sends_its_api_key_to_a_keyed_gateway(
+    gateways: GatewayFactory, schema: None
+) -> None:
+    key = "worker-key-0123456789abcdef"
+    keyed_gateway = gateways("--api-keys", key)
+    transport = HttpxTransport()
+    try:
+        for api_key, status in ((key, 200), (None, 502)):
+            config = replace(config_for(keyed_gateway.url), api_key=api_key)
+            worker = WorkerClient(build_app(), Database(config, transport))
+            reply = await worker.get("/users")
+            assert reply.status == status, reply.body
+    finally:
+        await transport.aclose()
