@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -93,7 +94,9 @@ def start_gateway(
     *options: str,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    ca_file: str | None = None,
 ) -> Gateway:
+    """`ca_file`: the gateway serves HTTPS (--tls-cert/--tls-key), trusted through it."""
     port = port or free_port()
     log_path = log_dir / f"gateway-{port}.log"
     args = [
@@ -114,13 +117,15 @@ def start_gateway(
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
-    gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path, args)
+    scheme = "https" if ca_file else "http"
+    gateway = Gateway(f"{scheme}://127.0.0.1:{port}", process, log_path, args)
+    verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited at start-up:\n{gateway.log_text()}")
         try:
-            if httpx.get(f"{gateway.url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{gateway.url}/healthz", timeout=1, verify=verify).status_code == 200:
                 return gateway
         except httpx.TransportError:
             time.sleep(0.05)
@@ -142,9 +147,15 @@ class GatewayFactory:
         upstream: str | None = None,
         port: int | None = None,
         env: dict[str, str] | None = None,
+        ca_file: str | None = None,
     ) -> Gateway:
         gateway = start_gateway(
-            upstream or self.postgres.upstream_url, self.log_dir, *options, port=port, env=env
+            upstream or self.postgres.upstream_url,
+            self.log_dir,
+            *options,
+            port=port,
+            env=env,
+            ca_file=ca_file,
         )
         self.started.append(gateway)
         return gateway

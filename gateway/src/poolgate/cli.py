@@ -13,7 +13,7 @@ import uvloop
 from aiohttp import web
 
 from poolgate.app import answer_unparsable, create_app
-from poolgate.config import ConfigError, Settings, parse_settings
+from poolgate.config import ConfigError, Settings, parse_settings, server_tls_context
 from poolgate.json_server import JsonErrorAppRunner
 
 USAGE = "usage: poolgate serve [--upstream URL] [--listen HOST:PORT] [--pool-size N] [...]"
@@ -60,10 +60,16 @@ async def serve(settings: Settings) -> None:
         access_log=None,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.listen_host, settings.listen_port, backlog=1024)
+    tls = server_tls_context(settings) if settings.tls_cert else None
+    site = web.TCPSite(
+        runner, settings.listen_host, settings.listen_port, backlog=1024, ssl_context=tls
+    )
     await site.start()
     logging.getLogger("poolgate").info(
-        '{"event": "listening", "url": "http://%s:%d"}', settings.listen_host, settings.listen_port
+        '{"event": "listening", "url": "%s://%s:%d"}',
+        "https" if tls else "http",
+        settings.listen_host,
+        settings.listen_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ class Settings:
     cache: str = "memory"  # "memory", "off", or a redis:// URL shared by replicas
     cache_max_bytes: int = 64 * MiB
     api_keys: tuple[str, ...] = ()  # when set, every call must carry one (see api_keys)
+    tls_cert: str | None = None  # PEM certificate chain: with tls_key, serve HTTPS
+    tls_key: str | None = None
 
     def __repr__(self) -> str:  # keys stay out of logs and tracebacks
         return f"Settings(listen={self.listen_host}:{self.listen_port}, keys={len(self.api_keys)})"
@@ -113,6 +116,12 @@ _OPTIONS = (
         "POOLGATE_API_KEYS_FILE",
         "a file with one API key per line (blank lines and # comments skipped)",
     ),
+    (
+        "--tls-cert",
+        "POOLGATE_TLS_CERT",
+        "PEM certificate chain: serve HTTPS (TLS 1.2 or later) instead of plain HTTP",
+    ),
+    ("--tls-key", "POOLGATE_TLS_KEY", "PEM private key of --tls-cert"),
 )
 MIN_API_KEY_LENGTH = 16
 
@@ -136,7 +145,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         )
     host, port = parse_listen(args.listen or "127.0.0.1:4444")
     reset = args.reset_query if args.reset_query is not None else "DISCARD ALL"
-    return Settings(
+    settings = Settings(
         upstream=parse_upstream(args.upstream),
         listen_host=host,
         listen_port=port,
@@ -151,7 +160,27 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         cache=parse_cache(args.cache or "memory"),
         cache_max_bytes=_positive_int("--cache-max-bytes", args.cache_max_bytes, 64 * MiB),
         api_keys=parse_api_keys(args.api_keys, args.api_keys_file),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
+    if settings.tls_cert:
+        server_tls_context(settings)  # a missing file or a key that does not match stops here
+    return settings
+
+
+def server_tls_context(settings: Settings) -> ssl.SSLContext:
+    """HTTPS for the listener: TLS 1.2 or later, the ssl module's secure defaults."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"--tls-cert/--tls-key cannot be used: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    return context
 
 
 def parse_api_keys(listed: str | None, file: str | None) -> tuple[str, ...]:
