@@ -82,7 +82,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> web.Application:
     app[SETTINGS] = settings
     app[POOLS] = pools
     app[SERVICE] = SqlService(settings, pools, cache)
-    app[METRICS] = Metrics(pools.stats, cache)
+    app[METRICS] = Metrics(pools, cache)
     app.router.add_route("*", "/sql", _sql)
     app.router.add_post("/invalidate", _invalidate)
     app.router.add_get("/healthz", _healthz)
@@ -208,7 +208,9 @@ async def _sql(request: web.Request) -> web.Response:
     if request.method != "POST":
         raise _bad_method(request.method)
     require_api_key(request.headers, request.app[SETTINGS].api_keys)
-    answer = await request.app[SERVICE].answer(request.headers, await _read_body(request))
+    answer = await request.app[SERVICE].answer(
+        request.headers, await _read_body(request), request.remote or "unknown"
+    )
     request[ROWS] = answer.outcome.row_count
     headers = {"Poolgate-Cache-Status": answer.cache_status}
     if answer.age is not None:
@@ -220,7 +222,9 @@ async def _sql(request: web.Request) -> web.Response:
 
 async def _invalidate(request: web.Request) -> web.Response:
     require_api_key(request.headers, request.app[SETTINGS].api_keys)
-    dropped = await request.app[SERVICE].invalidate(request.headers, await _read_body(request))
+    dropped = await request.app[SERVICE].invalidate(
+        request.headers, await _read_body(request), request.remote or "unknown"
+    )
     return web.json_response({"invalidated": dropped})
 
 

@@ -27,6 +27,7 @@ class Settings:
     listen_host: str = "127.0.0.1"
     listen_port: int = 4444
     pool_size: int = 10
+    max_connections: int = 100
     acquire_timeout: float = 5.0
     connect_timeout: float = 5.0
     statement_timeout: float = 15.0
@@ -57,6 +58,12 @@ _OPTIONS = (
         "--pool-size",
         "POOLGATE_POOL_SIZE",
         "most server connections per (user, database) pair (default 10)",
+    ),
+    (
+        "--max-connections",
+        "POOLGATE_MAX_CONNECTIONS",
+        "most server connections of all pools together; idle ones of other pools are"
+        " closed to make room (default 100)",
     ),
     (
         "--acquire-timeout",
@@ -150,6 +157,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         listen_host=host,
         listen_port=port,
         pool_size=_positive_int("--pool-size", args.pool_size, 10),
+        max_connections=_positive_int("--max-connections", args.max_connections, 100),
         acquire_timeout=_positive_seconds("--acquire-timeout", args.acquire_timeout, 5.0),
         connect_timeout=_positive_seconds("--connect-timeout", args.connect_timeout, 5.0),
         statement_timeout=_positive_seconds("--statement-timeout", args.statement_timeout, 15.0),

@@ -9,6 +9,7 @@
     ├── RouteNotFound               404: no such endpoint
     ├── MethodNotAllowed            405: wrong method on /healthz, /readyz, /metrics
     ├── RequestTooLarge             413: request body over the configured limit
+    ├── TooManyLogins               429 + Retry-After: failed logins throttled
     ├── ResponseTooLarge            507: result over the configured limit
     ├── Unavailable                 503 + Retry-After: pool wait exceeded, upstream down
     └── OutcomeUnknown              504: sent upstream, no answer (deadline, connection lost)
@@ -166,6 +167,19 @@ class RequestTooLarge(GatewayError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"request is too large (max is {limit} bytes)")
+
+
+class TooManyLogins(GatewayError):
+    """Raised when a client address or a user has failed to log in too often lately."""
+
+    status = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many failed logins: try again later")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ResponseTooLarge(GatewayError):

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from poolgate.cache import QueryCache
-from poolgate.pool import PoolStats
+from poolgate.pool import PoolRegistry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+MAX_SQLSTATE_LABELS = 200
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class _PoolCollector(Collector):
-    def __init__(self, stats: Callable[[], Iterable[PoolStats]]) -> None:
-        self._stats = stats
+    """Per-pool gauges (at most MAX_POOLS label sets) and the gateway-wide totals."""
+
+    def __init__(self, pools: PoolRegistry) -> None:
+        self._pools = pools
 
     def collect(self) -> Iterator[Metric]:
         labels = ["user", "database"]
@@ -31,12 +34,22 @@ class _PoolCollector(Collector):
         waiting = GaugeMetricFamily(
             "poolgate_pool_waiting", "Requests waiting for a connection", labels=labels
         )
-        for pool in self._stats():
+        for pool in self._pools.stats():
             key = [pool.user, pool.database]
             size.add_metric(key, pool.open)
             in_use.add_metric(key, pool.in_use)
             waiting.add_metric(key, pool.waiting)
         yield from (size, in_use, waiting)
+        budget = self._pools.budget
+        yield GaugeMetricFamily(
+            "poolgate_server_connections", "Server connections of all pools", value=budget.held
+        )
+        yield GaugeMetricFamily("poolgate_max_connections", "--max-connections", value=budget.limit)
+        yield CounterMetricFamily(
+            "poolgate_logins_throttled",
+            "Login attempts refused (429) after too many failures",
+            value=self._pools.throttle.refused,
+        )
 
 
 class _CacheCollector(Collector):
@@ -84,11 +97,7 @@ class _CacheCollector(Collector):
 class Metrics:
     """One registry per gateway, so several gateways can live in one process (tests)."""
 
-    def __init__(
-        self,
-        pool_stats: Callable[[], Iterable[PoolStats]],
-        cache: QueryCache | None = None,
-    ) -> None:
+    def __init__(self, pools: PoolRegistry, cache: QueryCache | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "poolgate_requests", "HTTP requests by outcome", ["outcome"], registry=self.registry
@@ -106,7 +115,8 @@ class Metrics:
             ["sqlstate"],
             registry=self.registry,
         )
-        self.registry.register(_PoolCollector(pool_stats))
+        self.registry.register(_PoolCollector(pools))
+        self._sqlstates: set[str] = set()
         if cache is not None:
             self.registry.register(_CacheCollector(cache))
 
@@ -114,6 +124,10 @@ class Metrics:
         self.requests.labels(outcome).inc()
         self.latency.labels(outcome).observe(seconds)
         if sqlstate:
+            # a client can raise any code (RAISE ... USING ERRCODE): the label set is bounded
+            if sqlstate not in self._sqlstates and len(self._sqlstates) >= MAX_SQLSTATE_LABELS:
+                sqlstate = "other"
+            self._sqlstates.add(sqlstate)
             self.errors.labels(sqlstate).inc()
 
     def render(self) -> bytes:

@@ -6,6 +6,17 @@ and waiters are served first in, first out. A request's credentials are checked 
 the password that last authenticated; a different one opens a fresh connection, so
 Postgres itself decides whether it is right. Connections that saw an error, a
 cancellation or a non-idle end state are closed, never reused.
+
+Across pools:
+- all pools together never hold more than `max_connections` server connections; when
+  that budget is spent, the idle connection unused longest (in any pool) is closed to
+  make room, so an idle role never locks out a busy one; with none idle, requests wait
+  first in, first out, then 503;
+- a password that is not the accepted one logs in through a lane of `LOGIN_LANE`
+  requests per pool, so a flood of wrong passwords holds at most that many of a
+  tenant's slots; failed logins are throttled per client address and per user
+  (see throttle): past the limit, 429 without reaching Postgres;
+- at most `MAX_POOLS` pools exist; unused ones are dropped to make room for new pairs.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import os
 import select
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
@@ -29,6 +40,7 @@ from psycopg.conninfo import make_conninfo
 from poolgate.config import Settings
 from poolgate.errors import AuthenticationFailed, Unavailable
 from poolgate.protocol import Credentials
+from poolgate.throttle import LoginThrottle
 
 log = logging.getLogger("poolgate.pool")
 
@@ -62,6 +74,49 @@ def _looks_alive(connection: psycopg.AsyncConnection[tuple[object, ...]]) -> boo
     return not readable
 
 
+LOGIN_LANE = 2  # concurrent checks of a not-yet-accepted password, per pool
+MAX_POOLS = 1000  # distinct (user, database) pairs held at once
+
+
+class ConnectionBudget:
+    """Server connections of every pool together: at most `limit`."""
+
+    RECHECK = 0.05  # seconds between looks for idle connections to close, while waiting
+
+    def __init__(self, limit: int, wait: float, evict: Callable[[], Awaitable[bool]]) -> None:
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit)
+        self._wait = wait
+        self._evict = evict
+        self.held = 0
+
+    async def take(self) -> None:
+        """A slot for one more server connection: a free one, or one an idle connection
+        (in any pool) gives back when it is closed; else wait, then 503. Connections
+        that turn idle meanwhile do not free a slot by themselves, so the wait looks
+        for them again every `RECHECK` seconds."""
+        deadline = time.monotonic() + self._wait
+        while True:
+            if not self._slots.locked():
+                await self._slots.acquire()
+                break
+            if await self._evict():
+                continue  # a slot was given back: take it, unless another request did
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Unavailable(f"all {self.limit} server connections of the gateway are in use")
+            try:
+                await asyncio.wait_for(self._slots.acquire(), min(left, self.RECHECK))
+                break
+            except TimeoutError:
+                continue
+        self.held += 1
+
+    def give(self) -> None:
+        self.held -= 1
+        self._slots.release()
+
+
 @dataclass(frozen=True, slots=True)
 class PoolStats:
     user: str
@@ -74,11 +129,20 @@ class PoolStats:
 class ConnectionPool:
     """Connections for one (user, database); see the module docstring for the contract."""
 
-    def __init__(self, credentials: Credentials, settings: Settings) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        settings: Settings,
+        budget: ConnectionBudget,
+        throttle: LoginThrottle,
+    ) -> None:
         self.user = credentials.user
         self.database = credentials.database
         self._settings = settings
+        self._budget = budget
+        self._throttle = throttle
         self._slots = asyncio.Semaphore(settings.pool_size)  # FIFO for waiters
+        self._login_lane = asyncio.Semaphore(LOGIN_LANE)
         self._idle: deque[tuple[psycopg.AsyncConnection[tuple[object, ...]], float]] = deque()
         self._open = 0
         self._in_use = 0
@@ -96,26 +160,51 @@ class ConnectionPool:
             self._verifier, self._digest(password)
         )
 
-    async def acquire(self, password: str | None) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    async def acquire(
+        self, password: str | None, client: str = "unknown"
+    ) -> psycopg.AsyncConnection[tuple[object, ...]]:
         self.last_used = time.monotonic()
-        if self._slots.locked():
-            await self._wait_for_slot()
+        if self.accepts(password):
+            await self._take(self._slots)
+            try:
+                connection = await self._reuse() or await self._connect(password)
+            except BaseException:
+                self._slots.release()
+                raise
         else:
-            await self._slots.acquire()  # free slot: no timer needed
-        try:
-            connection = await self._reuse() if self.accepts(password) else None
-            if connection is None:
-                connection = await self._connect(password)
-        except BaseException:
-            self._slots.release()
-            raise
+            connection = await self._log_in(password, client)
         self._in_use += 1
         return connection
 
-    async def _wait_for_slot(self) -> None:
+    async def _log_in(
+        self, password: str | None, client: str
+    ) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        """A new password: checked by Postgres through the login lane, throttled."""
+        self._throttle.check(client, self.user)
+        await self._take(self._login_lane)
+        try:
+            await self._take(self._slots)
+            try:
+                if self.accepts(password):  # accepted while this request waited
+                    return await self._reuse() or await self._connect(password)
+                return await self._connect(password)
+            except AuthenticationFailed:
+                self._throttle.failed(client, self.user)
+                self._slots.release()
+                raise
+            except BaseException:
+                self._slots.release()
+                raise
+        finally:
+            self._login_lane.release()
+
+    async def _take(self, slots: asyncio.Semaphore) -> None:
+        if not slots.locked():
+            await slots.acquire()  # free slot: no timer needed
+            return
         self._waiting += 1
         try:
-            await asyncio.wait_for(self._slots.acquire(), self._settings.acquire_timeout)
+            await asyncio.wait_for(slots.acquire(), self._settings.acquire_timeout)
         except TimeoutError:
             raise Unavailable(
                 f"no pooled connection became free within {self._settings.acquire_timeout:g} s"
@@ -143,6 +232,9 @@ class ConnectionPool:
         }
         if password is not None:
             keywords["password"] = password
+        while self._open >= settings.pool_size and self._idle:
+            await self.close_oldest_idle()  # an idle one with another password makes room
+        await self._budget.take()
         try:
             connection = await asyncio.wait_for(
                 psycopg.AsyncConnection.connect(
@@ -151,9 +243,14 @@ class ConnectionPool:
                 settings.connect_timeout,
             )
         except TimeoutError:
+            self._budget.give()
             raise Unavailable("timed out connecting to the database", retry_after=2) from None
         except psycopg.Error as exc:
+            self._budget.give()
             raise classify_connect_error(exc) from None
+        except BaseException:
+            self._budget.give()
+            raise
         self._open += 1
         if not self.accepts(password):
             self._verifier = self._digest(password)
@@ -194,8 +291,17 @@ class ConnectionPool:
 
     async def _close(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         self._open -= 1
+        self._budget.give()
         with suppress(psycopg.Error):
             await connection.close()
+
+    def oldest_idle_since(self) -> float | None:
+        return self._idle[0][1] if self._idle else None
+
+    async def close_oldest_idle(self) -> None:
+        if self._idle:
+            connection, _ = self._idle.popleft()
+            await self._close(connection)
 
     async def close_idle(self, older_than: float) -> None:
         """Close idle connections unused for `older_than` seconds."""
@@ -222,21 +328,48 @@ class ConnectionPool:
 class PoolRegistry:
     """All pools of this gateway, created on first use and dropped once idle."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, throttle: LoginThrottle | None = None) -> None:
         self._settings = settings
         self._pools: dict[tuple[str, str], ConnectionPool] = {}
         self._releases: set[asyncio.Task[None]] = set()
+        self.budget = ConnectionBudget(
+            settings.max_connections, settings.acquire_timeout, self._close_one_idle
+        )
+        self.throttle = throttle or LoginThrottle()
 
     def pool_for(self, credentials: Credentials) -> ConnectionPool:
         key = (credentials.user, credentials.database)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = ConnectionPool(credentials, self._settings)
+            if len(self._pools) >= MAX_POOLS:
+                self._drop_unused_pools()
+            if len(self._pools) >= MAX_POOLS:
+                raise Unavailable(f"the gateway holds {MAX_POOLS} (user, database) pools")
+            pool = ConnectionPool(credentials, self._settings, self.budget, self.throttle)
+            self._pools[key] = pool
         return pool
+
+    def _drop_unused_pools(self) -> None:
+        for key, pool in list(self._pools.items()):
+            if pool.is_unused:
+                pool.forget_credentials()
+                del self._pools[key]
+
+    async def _close_one_idle(self) -> bool:
+        """Close the idle connection unused longest, in any pool; False if none is idle."""
+        candidates = [
+            (since, pool)
+            for pool in self._pools.values()
+            if (since := pool.oldest_idle_since()) is not None
+        ]
+        if not candidates:
+            return False
+        await min(candidates, key=lambda found: found[0])[1].close_oldest_idle()
+        return True
 
     @asynccontextmanager
     async def connection(
-        self, credentials: Credentials
+        self, credentials: Credentials, client: str = "unknown"
     ) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
         """A connection for the duration of the block.
 
@@ -245,7 +378,7 @@ class PoolRegistry:
         connection is closed instead.
         """
         pool = self.pool_for(credentials)
-        connection = await pool.acquire(credentials.password)
+        connection = await pool.acquire(credentials.password, client)
         reusable = False
         try:
             yield connection
@@ -255,11 +388,11 @@ class PoolRegistry:
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
 
-    async def authenticate(self, credentials: Credentials) -> None:
+    async def authenticate(self, credentials: Credentials, client: str = "unknown") -> None:
         """Prove the credentials without running anything for the caller (cache hits,
         invalidations): free if they are the ones last accepted, else a fresh login."""
         if not self.pool_for(credentials).accepts(credentials.password):
-            async with self.connection(credentials):
+            async with self.connection(credentials, client):
                 pass
 
     async def sweep(self) -> None:

@@ -49,20 +49,23 @@ class SqlService:
         self._pools = pools
         self.cache = cache
 
-    async def answer(self, headers: Mapping[str, str], body: bytes) -> SqlAnswer:
+    async def answer(
+        self, headers: Mapping[str, str], body: bytes, client: str = "unknown"
+    ) -> SqlAnswer:
+        """`client`: the peer's address, which failed logins are throttled by."""
         policy = parse_cache_policy(headers)
         request = parse_sql_request(headers, body, bearer_is_password=not self._settings.api_keys)
         answer = None
         if self.cache is not None and policy.wants_cache and _read_only(request):
             try:
-                answer = await self._from_cache(self.cache, request, policy)
+                answer = await self._from_cache(self.cache, request, policy, client)
             except QueryFailed as error:
                 # a write sent with a TTL: it failed harmlessly inside READ ONLY, so it is
                 # run for real below, uncached
                 if error.sqlstate != READ_ONLY_VIOLATION or request.batch is not None:
                     raise
         if answer is None:
-            answer = SqlAnswer(await self._run(request, read_only=False), "none", None)
+            answer = SqlAnswer(await self._run(request, False, client), "none", None)
         if policy.invalidate and self.cache is not None:
             # only reached once the statement (or the whole batch) has committed, so a
             # failure here must not turn a committed write into an error: it is reported
@@ -72,10 +75,12 @@ class SqlService:
                 return replace(answer, invalidation_failed=True)
         return answer
 
-    async def invalidate(self, headers: Mapping[str, str], body: bytes) -> int:
+    async def invalidate(
+        self, headers: Mapping[str, str], body: bytes, client: str = "unknown"
+    ) -> int:
         credentials = request_credentials(headers, bearer_is_password=not self._settings.api_keys)
         tags = parse_tags(json_object(body).get("tags"), "tags")
-        await self._pools.authenticate(credentials)
+        await self._pools.authenticate(credentials, client)
         if self.cache is None:
             return 0
         try:
@@ -84,22 +89,22 @@ class SqlService:
             raise Unavailable("the cache store is unreachable; nothing was invalidated") from None
 
     async def _from_cache(
-        self, cache: QueryCache, request: SqlRequest, policy: CachePolicy
+        self, cache: QueryCache, request: SqlRequest, policy: CachePolicy, client: str
     ) -> SqlAnswer:
-        await self._pools.authenticate(request.credentials)  # a hit still needs a login
+        await self._pools.authenticate(request.credentials, client)  # a hit needs a login
         cached = await cache.answer(
             cache_key(request, policy.tags),
             policy,
             _scoped(request.credentials, policy.tags),
-            lambda: self._run(request, read_only=True),
+            lambda: self._run(request, True, client),
         )
         return SqlAnswer(cached.outcome, cached.status, cached.age)
 
-    async def _run(self, request: SqlRequest, read_only: bool) -> Outcome:
+    async def _run(self, request: SqlRequest, read_only: bool, client: str) -> Outcome:
         """Run on a pooled connection within the request deadline (the statement timeout
         plus a second): past it the answer is 504 and the connection is discarded."""
         deadline = self._settings.statement_timeout + DEADLINE_GRACE_SECONDS
-        async with self._pools.connection(request.credentials) as connection:
+        async with self._pools.connection(request.credentials, client) as connection:
             try:
                 return await asyncio.wait_for(
                     run_request(connection, request, self._settings.max_response_bytes, read_only),
