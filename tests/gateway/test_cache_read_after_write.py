@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from poolgate.cache import QueryCache
 from poolgate.cache_policy import CachePolicy
-from poolgate.cache_stores import CacheStore, MemoryStore, RedisStore
+from poolgate.cache_stores import VERSION_SECONDS, CacheStore, MemoryStore, RedisStore
 from poolgate.execute import Outcome
 
 from tests.gateway.test_cache_redis import start_redis
@@ -100,3 +100,20 @@ async def test_reads_that_start_together_still_share_one_query(store: CacheStore
     answers = await asyncio.gather(*readers)
     assert {a.outcome.body for a in answers} == {b"old"}
     assert cache.counters.upstream_runs == 1
+
+
+async def test_tag_versions_are_forgotten_a_day_after_their_last_bump(redis_url: str) -> None:
+    clock = Clock()
+    memory = MemoryStore(1024, clock=clock)
+    await memory.invalidate(("old", "recent"))
+    clock.now += VERSION_SECONDS + 1
+    await memory.invalidate(("recent",))
+    await memory.purge_expired(now=0)
+    assert memory.versions_held == 1 and await memory.versions(("recent", "old")) == (2, 0)
+    redis = RedisStore(redis_url, prefix="version-ttl")
+    try:
+        await redis.invalidate(("tag",))
+        ttl_ms = await redis._redis.pttl("version-ttl:version:tag")
+        assert 0 < ttl_ms <= VERSION_SECONDS * 1000
+    finally:
+        await redis.close()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.support.services import Gateway, raw_exchange
+from tests.support.services import Gateway, GatewayFactory, raw_exchange
 
 
 def post_raw(gateway: Gateway, app_url: str, body: bytes) -> httpx.Response:
@@ -127,3 +130,22 @@ def test_an_oversized_connection_string_is_refused_without_echoing_it(
     assert head.split(b" ")[1] == b"400"
     assert b"hunter2" not in body
     assert "hunter2" not in gateway.log_text()
+
+
+def test_a_body_that_trickles_in_is_answered_408_at_the_body_deadline(
+    gateways: GatewayFactory, app_url: str
+) -> None:
+    slow = gateways("--body-timeout", "0.5")
+    parts = urlsplit(slow.url)
+    started = time.monotonic()
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /sql HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n"
+            + f"Neon-Connection-String: {app_url}\r\n\r\n".encode()
+            + b'{"q'
+        )
+        answer = conn.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"408", head
+    assert b"did not arrive within 0.5 s" in body
+    assert time.monotonic() - started < 5

@@ -24,6 +24,7 @@ from poolgate.cache_stores import CacheStore, MemoryStore, RedisStore
 from poolgate.config import Settings
 from poolgate.errors import (
     BadRequest,
+    BodyTimeout,
     GatewayError,
     MethodNotAllowed,
     RequestTooLarge,
@@ -229,13 +230,18 @@ async def _invalidate(request: web.Request) -> web.Response:
 
 
 async def _read_body(request: web.Request) -> bytes:
-    limit = request.app[SETTINGS].max_request_bytes
+    """The body, within the size limit and the body deadline: a client that trickles a
+    body (a byte every few seconds) is answered 408 instead of holding a connection."""
+    settings = request.app[SETTINGS]
+    limit = settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise RequestTooLarge(limit)
     try:
-        return await request.read()
+        return await asyncio.wait_for(request.read(), settings.body_timeout)
     except web.HTTPRequestEntityTooLarge:
         raise RequestTooLarge(limit) from None
+    except TimeoutError:
+        raise BodyTimeout(settings.body_timeout) from None
 
 
 def _bad_method(method: str) -> GatewayError:

@@ -10,11 +10,17 @@ older answer.
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 _ENTRY_OVERHEAD = 200  # bytes of bookkeeping counted per entry besides its body and tags
+# A tag's version is kept this long after its last bump, then forgotten (it reads as 0
+# again). A read records versions before it runs and stores within its deadline, far
+# shorter than this, so forgetting can never let a read that raced a write store.
+VERSION_SECONDS = 24 * 3600
 REDIS_TIMEOUT = 1.0  # seconds; a slow cache must not hold requests that could go upstream
 
 
@@ -65,11 +71,14 @@ class CacheStore(Protocol):
 class MemoryStore:
     """LRU in this process, bounded by `max_bytes` (entries' bodies, tags and bookkeeping)."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock` times tag versions' lives (tests pass one they control)."""
         self.max_bytes = max_bytes
+        self._clock = clock
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._by_tag: dict[str, set[str]] = {}
         self._versions: dict[str, int] = {}
+        self._bumped: dict[str, float] = {}  # tag -> monotonic time of its last bump
         self._bytes = 0
 
     async def get(self, key: str) -> Entry | None:
@@ -99,6 +108,7 @@ class MemoryStore:
         dropped = 0
         for tag in tags:
             self._versions[tag] = self._versions.get(tag, 0) + 1
+            self._bumped[tag] = self._clock()
             for key in self._by_tag.pop(tag, set()):
                 dropped += self._drop(key)
         return dropped
@@ -128,11 +138,20 @@ class MemoryStore:
             self._drop(next(iter(self._entries)))
 
     async def purge_expired(self, now: float) -> int:
-        """Drop entries past TTL + SWR (called periodically, off the request path)."""
+        """Drop entries past TTL + SWR and tag versions past VERSION_SECONDS (called
+        periodically, off the request path)."""
         expired = [k for k, e in self._entries.items() if now - e.created >= e.ttl + e.swr]
         for key in expired:
             self._drop(key)
+        horizon = self._clock() - VERSION_SECONDS
+        for tag in [tag for tag, at in self._bumped.items() if at < horizon]:
+            del self._bumped[tag]
+            self._versions.pop(tag, None)
         return len(expired)
+
+    @property
+    def versions_held(self) -> int:
+        return len(self._versions)
 
 
 # Stores the entry only if every tag's version is still the one the reader saw.
@@ -153,12 +172,14 @@ end
 return 1
 """
 
-# Bumps each tag's version and deletes the entries that carry it.
+# Bumps each tag's version (kept VERSION_SECONDS after its last bump, ARGV[1] in ms)
+# and deletes the entries that carry it.
 _INVALIDATE_SCRIPT = """
 local dropped = 0
 local half = #KEYS / 2
 for i = 1, half do
   redis.call('INCR', KEYS[i])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
   local members = redis.call('SMEMBERS', KEYS[half + i])
   for _, key in ipairs(members) do dropped = dropped + redis.call('DEL', key) end
   redis.call('DEL', KEYS[half + i])
@@ -251,7 +272,7 @@ class RedisStore:
         if not tags:
             return 0
         keys = [*(self._version_key(t) for t in tags), *(self._members_key(t) for t in tags)]
-        return int(await self._call(self._invalidate(keys=keys)))
+        return int(await self._call(self._invalidate(keys=keys, args=[VERSION_SECONDS * 1000])))
 
     async def purge_expired(self, now: float) -> int:
         return 0  # Redis expires entries itself (PX = TTL + SWR)

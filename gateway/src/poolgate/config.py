@@ -31,6 +31,7 @@ class Settings:
     acquire_timeout: float = 5.0
     connect_timeout: float = 5.0
     statement_timeout: float = 15.0
+    body_timeout: float = 10.0
     max_request_bytes: int = 10 * MiB
     max_response_bytes: int = 10 * MiB
     idle_timeout: float = 300.0
@@ -79,6 +80,11 @@ _OPTIONS = (
         "--statement-timeout",
         "POOLGATE_STATEMENT_TIMEOUT",
         "seconds one statement may run before Postgres cancels it (default 15)",
+    ),
+    (
+        "--body-timeout",
+        "POOLGATE_BODY_TIMEOUT",
+        "seconds a request body may take to arrive before 408 (default 10)",
     ),
     (
         "--max-request-bytes",
@@ -161,6 +167,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         acquire_timeout=_positive_seconds("--acquire-timeout", args.acquire_timeout, 5.0),
         connect_timeout=_positive_seconds("--connect-timeout", args.connect_timeout, 5.0),
         statement_timeout=_positive_seconds("--statement-timeout", args.statement_timeout, 15.0),
+        body_timeout=_positive_seconds("--body-timeout", args.body_timeout, 10.0),
         max_request_bytes=_positive_int("--max-request-bytes", args.max_request_bytes, 10 * MiB),
         max_response_bytes=_positive_int("--max-response-bytes", args.max_response_bytes, 10 * MiB),
         idle_timeout=_positive_seconds("--idle-timeout", args.idle_timeout, 300.0),

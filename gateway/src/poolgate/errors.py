@@ -8,6 +8,7 @@
     ├── QueryFailed                 400: Postgres raised an error for a statement
     ├── RouteNotFound               404: no such endpoint
     ├── MethodNotAllowed            405: wrong method on /healthz, /readyz, /metrics
+    ├── BodyTimeout                 408: the body did not arrive within --body-timeout
     ├── RequestTooLarge             413: request body over the configured limit
     ├── TooManyLogins               429 + Retry-After: failed logins throttled
     ├── ResponseTooLarge            507: result over the configured limit
@@ -158,6 +159,15 @@ class MethodNotAllowed(GatewayError):
     """Raised for a method an operational endpoint does not answer."""
 
     status = 405
+
+
+class BodyTimeout(GatewayError):
+    """Raised when a request's body is not all there within the body deadline."""
+
+    status = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the request body did not arrive within {seconds:g} s")
 
 
 class RequestTooLarge(GatewayError):
