@@ -1,0 +1,127 @@
+"""TLS from the gateway to Postgres: `--upstream ...?sslmode=verify-full&sslrootcert=...`
+against a Postgres (Debian's 15, started here) that runs with `ssl = on` and accepts
+only TLS connections over TCP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.support.services import GatewayFactory, free_port
+from tests.support.sql import post_sql
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+ROLE, PASSWORD = "tls_app", "tls-app-password"
+
+
+@dataclass
+class TlsPostgres:
+    port: int
+    ca_file: Path
+    other_ca_file: Path
+
+    def upstream(self, ca_file: Path) -> str:
+        return f"postgresql://localhost:{self.port}?sslmode=verify-full&sslrootcert={ca_file}"
+
+
+def as_postgres(*command: str) -> subprocess.CompletedProcess[str]:
+    runner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return subprocess.run(
+        [*runner, *command], capture_output=True, text=True, timeout=60, check=True
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_postgres() -> Iterator[TlsPostgres]:
+    assert (BIN / "postgres").exists(), "Debian's postgresql-15 (the test command installs it)"
+    # not under pytest's temporary root, which may be private to root: the server runs
+    # as the postgres user and must reach its files
+    folder = Path(tempfile.mkdtemp(prefix="poolgate-tls-pg-"))
+    folder.chmod(0o755)
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost", "127.0.0.1")
+    certs = folder / "certs"
+    certs.mkdir()
+    issued.cert_chain_pems[0].write_to_path(str(certs / "server.crt"))
+    issued.private_key_pem.write_to_path(str(certs / "server.key"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    trustme.CA().cert_pem.write_to_path(str(folder / "other-ca.pem"))
+    data, sockets = folder / "data", folder / "sockets"
+    data.mkdir()
+    sockets.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(certs, "postgres")
+        for path in (certs / "server.crt", certs / "server.key", data, sockets):
+            shutil.chown(path, "postgres")
+    (certs / "server.key").chmod(0o600)
+    as_postgres(str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust")
+    (data / "pg_hba.conf").write_text(
+        "local all postgres trust\n"
+        "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+        "hostssl all all ::1/128 scram-sha-256\n"
+        "host all all 0.0.0.0/0 reject\n"
+        "host all all ::/0 reject\n"
+    )
+    port = free_port()
+    runner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    server = subprocess.Popen(
+        [
+            *runner,
+            str(BIN / "postgres"),
+            *("-D", str(data), "-p", str(port), "-k", str(sockets)),
+            *("-c", "listen_addresses=127.0.0.1", "-c", "ssl=on"),
+            *("-c", f"ssl_cert_file={certs / 'server.crt'}"),
+            *("-c", f"ssl_key_file={certs / 'server.key'}"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(
+            [str(BIN / "pg_isready"), "-h", str(sockets), "-p", str(port)], capture_output=True
+        ).returncode:
+            assert server.poll() is None and time.monotonic() < deadline, "postgres did not start"
+            time.sleep(0.1)
+        as_postgres(
+            str(BIN / "psql"),
+            *("-h", str(sockets), "-p", str(port), "-U", "postgres", "-d", "postgres"),
+            *("-c", f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'"),
+        )
+        yield TlsPostgres(port, folder / "ca.pem", folder / "other-ca.pem")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+CONNECTION = f"postgresql://{ROLE}:{PASSWORD}@db.invalid/postgres"
+SSL_IN_USE = {"query": "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"}
+
+
+def test_the_gateway_reaches_postgres_over_verified_tls(
+    gateways: GatewayFactory, tls_postgres: TlsPostgres
+) -> None:
+    gateway = gateways(upstream=tls_postgres.upstream(tls_postgres.ca_file))
+    reply = post_sql(gateway.url, CONNECTION, SSL_IN_USE)
+    assert reply.status_code == 200, reply.text
+    row = reply.json()["rows"][0]
+    assert row["ssl"] is True and row["version"].startswith("TLSv1.")
+
+
+def test_a_server_certificate_from_another_ca_is_refused(
+    gateways: GatewayFactory, tls_postgres: TlsPostgres
+) -> None:
+    gateway = gateways(upstream=tls_postgres.upstream(tls_postgres.other_ca_file))
+    reply = post_sql(gateway.url, CONNECTION, SSL_IN_USE)
+    assert reply.status_code == 503
+    assert "password" not in reply.text and PASSWORD not in gateway.log_text()
