@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -10,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support.services import Gateway, GatewayFactory, raw_exchange
+from tests.support.services import Gateway, GatewayFactory, make_app_url, raw_exchange
 
 
 def post_raw(gateway: Gateway, app_url: str, body: bytes) -> httpx.Response:
@@ -149,3 +150,23 @@ def test_a_body_that_trickles_in_is_answered_408_at_the_body_deadline(
     assert head.split(b" ")[1] == b"408", head
     assert b"did not arrive within 0.5 s" in body
     assert time.monotonic() - started < 5
+
+
+async def test_a_huge_unauthenticated_body_does_not_stall_other_requests(
+    gateway: Gateway,
+) -> None:
+    wrong = make_app_url(password="wrong")
+    huge = b'{"query": "SELECT 1", "params": [' + b"1," * 3_000_000 + b"1]}"  # ~6 MiB
+    async with httpx.AsyncClient(timeout=30) as client:
+        flood = asyncio.create_task(
+            client.post(
+                f"{gateway.url}/sql", content=huge, headers={"Neon-Connection-String": wrong}
+            )
+        )
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        health = await client.get(f"{gateway.url}/healthz")
+        waited = time.monotonic() - started
+        refused = await flood
+    assert health.status_code == 200 and waited < 1.0
+    assert refused.status_code == 400 and "65535" in refused.json()["message"]
