@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import signal
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,14 @@ import pytest
 from db.client import Database
 from db.transport import HttpxTransport
 from routes.table import build_app
-from tests.faults.conftest import FaultPostgres, FaultReport, FaultRow, scaled, wait_until
+from tests.faults.conftest import (
+    FaultPostgres,
+    FaultReport,
+    FaultRow,
+    PeakConnections,
+    scaled,
+    wait_until,
+)
 from tests.support.services import GatewayFactory, free_port, make_app_url
 from tests.worker.conftest import WorkerClient, config_for
 
@@ -98,17 +104,6 @@ def test_an_exhausted_pool_answers_only_200_or_503_and_never_opens_more_connecti
 ) -> None:
     gateway = fault_gateways("--pool-size", "3", "--acquire-timeout", "0.5")
     requests = scaled(60, 300)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, fault_postgres.server_connections())
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
 
     async def flood() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=requests)
@@ -124,11 +119,9 @@ def test_an_exhausted_pool_answers_only_200_or_503_and_never_opens_more_connecti
                 )
             )
 
-    try:
+    with PeakConnections(fault_postgres) as connections:
         replies = asyncio.run(flood())
-    finally:
-        done.set()
-        sampler.join()
+    peak = connections.peak
     statuses = [reply.status_code for reply in replies]
     assert set(statuses) <= {200, 503}
     assert all(r.headers.get("Retry-After") for r in replies if r.status_code == 503)
@@ -181,14 +174,6 @@ def test_a_thousand_concurrent_clients_on_a_pool_of_ten(
 ) -> None:
     gateway = fault_gateways("--pool-size", "10")
     clients = 1000
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, fault_postgres.server_connections())
-            time.sleep(0.02)
 
     async def crowd() -> list[int | str]:
         limits = httpx.Limits(max_connections=clients)
@@ -207,13 +192,9 @@ def test_a_thousand_concurrent_clients_on_a_pool_of_ten(
 
             return await asyncio.gather(*(one() for _ in range(clients)))
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with PeakConnections(fault_postgres) as connections:
         outcomes = asyncio.run(crowd())
-    finally:
-        done.set()
-        sampler.join()
+    peak = connections.peak
     rss = rss_peak_bytes(gateway.process.pid)
     assert set(outcomes) <= {200, 503}, sorted({str(o) for o in outcomes})
     assert peak <= 10
