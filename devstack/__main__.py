@@ -4,8 +4,8 @@
 2. schema.sql applied over the DIRECT url, as a migration would be;
 3. the gateway (poolgate) pooling connections to it;
 4. `.dev.vars` written with the POOLED connection string for the Worker;
-5. the Worker: under `pywrangler dev` when the Workers runtime can start, otherwise the
-   same route table on CPython. The output says which one is running.
+5. the Worker: under `pywrangler dev` when the Workers runtime can start, otherwise in
+   Pyodide under Node.js (or on CPython: --runtime cpython). The output says which.
 """
 
 from __future__ import annotations
@@ -113,24 +113,22 @@ def start_worker(runtime: str, port: int, log_path: Path) -> tuple[subprocess.Po
             + "\n  ".join(reason),
             flush=True,
         )
+    host = "devstack.worker_server" if runtime == "cpython" else "devstack.pyodide_host"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack.worker_server",
-            "--dev-vars",
-            ".dev.vars",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", host, "--dev-vars", ".dev.vars", "--port", str(port)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])},
     )
-    if not wait_until_answering(url, process, seconds=30):
-        raise SystemExit("devstack: the CPython server for the Worker did not start")
+    if not wait_until_answering(url, process, seconds=120):
+        raise SystemExit(f"devstack: the Worker's host ({host}) did not start")
+    if runtime == "cpython":
+        return process, (
+            "the Worker's route table is running on CPython (NOT workerd/Pyodide): "
+            "same handlers, httpx instead of the runtime's fetch"
+        )
     return process, (
-        "the Worker's route table is running on CPython (NOT workerd/Pyodide): "
-        "same handlers, httpx instead of the runtime's fetch"
+        "the Worker is running in Pyodide 314.0.7 under Node.js (NOT workerd): entry.py,"
+        " the real workers SDK, pydantic-core built for Pyodide, the runtime's fetch API"
     )
 
 
@@ -142,9 +140,9 @@ def main() -> int:
     parser.add_argument("--gateway-port", type=int, default=4444, help="default 4444")
     parser.add_argument(
         "--runtime",
-        choices=("auto", "workerd", "cpython"),
+        choices=("auto", "workerd", "pyodide", "cpython"),
         default="auto",
-        help="auto tries workerd first and falls back to CPython",
+        help="auto tries workerd first and falls back to Pyodide under Node.js",
     )
     parser.add_argument(
         "--state-dir",

@@ -62,12 +62,15 @@ async def to_request(request: WorkersRequest) -> Request:
     headers = {name.lower(): value for name, value in request.headers.items()}
     declared = headers.get("content-length", "")
     too_large = declared.isdigit() and int(declared) > MAX_BODY_BYTES
+    # the JS request's own string: the SDK's `method` is an HTTPMethod enum, which raises
+    # for methods it does not list (QUERY, PROPFIND...) instead of letting the router 405
+    method = str(request.js_object.method).upper()
     body = b""
-    if not too_large and request.method not in ("GET", "HEAD"):
+    if not too_large and method not in ("GET", "HEAD"):
         body = await request.bytes()
         too_large = len(body) > MAX_BODY_BYTES
     return Request(
-        method=request.method,
+        method=method,
         path=url.path or "/",
         query=dict(parse_qsl(url.query, keep_blank_values=True)),
         query_string=url.query,

@@ -112,12 +112,19 @@ def test_auto_mode_says_plainly_which_runtime_serves_the_worker(
     try:
         output = wait_for_ready(process, log_path, seconds=240)
         in_workerd = "the Worker is running in workerd (pywrangler dev)" in output
-        on_cpython = (
+        in_pyodide = (
             "workerd's Python runtime could not start here" in output
-            and "running on CPython (NOT workerd/Pyodide)" in output
+            and "the Worker is running in Pyodide 314.0.7 under Node.js (NOT workerd)" in output
         )
-        assert in_workerd != on_cpython
+        assert in_workerd != in_pyodide
         assert httpx.get(f"http://127.0.0.1:{port}/").json()["name"] == "pooled-worker"
+        # the whole Worker, through the gateway and its API key, from Pyodide
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/users", json={"email": "p@y.do", "name": "P"}
+        )
+        assert created.status_code == 201, created.text
+        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        assert health["database"]["reachable"] is True
     finally:
         stop_stack(process, tmp_path / "state")
 

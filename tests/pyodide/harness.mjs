@@ -14,7 +14,8 @@ for (const wheel of config.wheels) {
   pyodide.unpackArchive(new Uint8Array(readFileSync(wheel)), "wheel");
 }
 const { FS } = pyodide;
-for (const [mountPoint, hostDir] of [["/standins", join(here, "standins")], ["/src", config.src]]) {
+const standins = join(here, "..", "..", "devstack", "pyodide_standins");
+for (const [mountPoint, hostDir] of [["/standins", standins], ["/src", config.src]]) {
   FS.mkdirTree(mountPoint);
   FS.mount(FS.filesystems.NODEFS, { root: hostDir }, mountPoint);
 }

@@ -181,19 +181,25 @@ class WorkerServer:
         terminate(self.process)
 
 
-def start_worker_server(dev_vars: Path, log_path: Path) -> WorkerServer:
+WORKER_HOSTS = {"cpython": "devstack.worker_server", "pyodide": "devstack.pyodide_host"}
+
+
+def start_worker_server(dev_vars: Path, log_path: Path, host: str = "cpython") -> WorkerServer:
+    """The Worker over HTTP: its CPython host, or Pyodide under Node.js (`host`)."""
     port = free_port()
     root = Path(__file__).resolve().parents[2]
+    extra = ["--config", str(log_path.with_suffix(".json"))] if host == "pyodide" else []
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "devstack.worker_server",
+                WORKER_HOSTS[host],
                 "--dev-vars",
                 str(dev_vars),
                 "--port",
                 str(port),
+                *extra,
             ],
             cwd=root,
             stdout=log_file,
@@ -201,7 +207,7 @@ def start_worker_server(dev_vars: Path, log_path: Path) -> WorkerServer:
             env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])},
         )
     server = WorkerServer(f"http://127.0.0.1:{port}", process)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # Pyodide's first start downloads the Worker's wheels
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the Worker host exited:\n{log_path.read_text()}")

@@ -119,18 +119,22 @@ def client(database: Database) -> WorkerClient:
     return WorkerClient(build_app(), database)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=["cpython", "pyodide"])
 def worker_server(
-    gateway: Gateway, schema: None, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    gateway: Gateway,
+    schema: None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerServer]:
-    """The CPython host (what `./dev up` runs when workerd cannot start), over HTTP."""
-    folder = tmp_path_factory.mktemp("worker-host")
+    """The Worker over HTTP on each local host: Pyodide under Node.js (what `./dev up`
+    runs when workerd cannot start) and CPython (`--runtime cpython`)."""
+    folder = tmp_path_factory.mktemp(f"worker-host-{request.param}")
     dev_vars = folder / ".dev.vars"
     dev_vars.write_text(
         f"DATABASE_URL={make_app_url()}\nDATABASE_HTTP_ENDPOINT={gateway.url}/sql\n"
         "LOCAL_DEVELOPMENT=true\n"
     )
-    server = start_worker_server(dev_vars, folder / "worker.log")
+    server = start_worker_server(dev_vars, folder / "worker.log", request.param)
     yield server
     server.stop()
 

@@ -62,3 +62,10 @@ def test_what_the_parser_refuses_is_still_answered_with_json(
     assert head.split(b" ")[1] == b"400", head
     assert b"content-type: application/json" in head.lower()
     assert b'"code":"bad_request"' in body
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "QUERY", "TRACE"])
+def test_a_method_no_route_has_is_a_json_405(worker_server: WorkerServer, method: str) -> None:
+    reply = httpx.request(method, f"{worker_server.url}/users")
+    assert_json_error(reply, 405, "method_not_allowed")
+    assert "GET" in reply.headers["allow"]

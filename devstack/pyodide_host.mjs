@@ -1,0 +1,126 @@
+// Serves the Worker from Pyodide 314.0.7 (the Worker's interpreter) under Node.js, with
+// the real workers SDK: each HTTP request becomes a JS Request handed to entry.py's
+// Default.fetch, whose JS Response is written back. ctx.waitUntil work is awaited after
+// the response is sent, as the Workers runtime does.
+// Usage: node pyodide_host.mjs <config.json>; config: {port, src, standins, wheels, env}.
+import { loadPyodide } from "pyodide";
+import { createServer } from "node:http";
+import { readFileSync } from "node:fs";
+
+const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const started = performance.now();
+const pyodide = await loadPyodide();
+for (const wheel of config.wheels) {
+  pyodide.unpackArchive(new Uint8Array(readFileSync(wheel)), "wheel");
+}
+const { FS } = pyodide;
+for (const [mountPoint, hostDir] of [["/standins", config.standins], ["/src", config.src]]) {
+  FS.mkdirTree(mountPoint);
+  FS.mount(FS.filesystems.NODEFS, { root: hostDir }, mountPoint);
+}
+pyodide.runPython("import sys; sys.path[:0] = ['/standins', '/src']");
+// entry.py's Default, as workerd calls it; the SDK's Response carries the JS one
+const serve = pyodide.runPython(`
+from entry import Default
+
+async def serve(request, env, ctx):
+    response = await Default(ctx, env).fetch(request)
+    return response.js_object
+
+serve
+`);
+const env = config.env;
+
+// The Worker refuses bodies over 1 MiB (413) and paths over 8 KiB (414); the host reads
+// one byte past the first, and lets far longer heads through, so the Worker answers.
+const MAX_BODY = 1024 * 1024;
+const JSON_TYPE = "application/json; charset=utf-8";
+
+async function readBody(incoming) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of incoming) {
+    chunks.push(chunk);
+    size += chunk.length;
+    if (size > MAX_BODY) break; // enough to know it is too large; the rest is not read
+  }
+  return Buffer.concat(chunks).subarray(0, MAX_BODY + 1);
+}
+
+// The Fetch API cannot represent these methods (new Request() throws), so they never
+// reach a Worker; the host refuses them as the Worker refuses a method it lacks.
+const NOT_FETCH_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
+
+function refuseMethod(outgoing, method) {
+  const body = JSON.stringify({
+    error: {
+      code: "method_not_allowed",
+      message: `${method} cannot reach a Worker (the Fetch API has no such request)`,
+      details: null,
+      request_id: crypto.randomUUID(),
+    },
+  });
+  outgoing.writeHead(405, { "content-type": JSON_TYPE, allow: "GET, HEAD, OPTIONS, POST, PATCH, DELETE" });
+  outgoing.end(body);
+}
+
+async function handle(incoming, outgoing) {
+  if (NOT_FETCH_METHODS.has(incoming.method)) {
+    incoming.resume();
+    return refuseMethod(outgoing, incoming.method);
+  }
+  const body = await readBody(incoming);
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(incoming.headers)) {
+    headers.set(name, Array.isArray(value) ? value.join(", ") : value);
+  }
+  const method = incoming.method;
+  const request = new Request(`http://${incoming.headers.host ?? "localhost"}${incoming.url}`, {
+    method,
+    headers,
+    body: method === "GET" || method === "HEAD" || body.length === 0 ? undefined : body,
+  });
+  const deferred = [];
+  const ctx = { waitUntil: (promise) => deferred.push(promise), passThroughOnException() {} };
+  const response = await serve(request, env, ctx);
+  const payload = method === "HEAD" ? null : Buffer.from(await response.arrayBuffer());
+  const answerHeaders = Object.fromEntries(response.headers.entries());
+  outgoing.writeHead(response.status, answerHeaders);
+  outgoing.end(payload ?? undefined);
+  await Promise.allSettled(deferred);
+}
+
+const server = createServer({ maxHeaderSize: 1024 * 1024 }, (incoming, outgoing) => {
+  handle(incoming, outgoing).catch((error) => {
+    console.error(`pyodide host: ${error?.stack ?? error}`);
+    if (!outgoing.headersSent) {
+      outgoing.writeHead(500, { "content-type": JSON_TYPE });
+    }
+    outgoing.end('{"error":{"code":"internal_error","message":"the host failed","details":null}}');
+  });
+});
+// What Node's parser refuses is answered as the Worker answers a bad request: JSON.
+server.on("clientError", (error, socket) => {
+  if (!socket.writable) return;
+  const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
+  const body = JSON.stringify({
+    error: {
+      code: status === 431 ? "headers_too_large" : "bad_request",
+      message: "the request is not valid HTTP/1.1",
+      details: null,
+      request_id: crypto.randomUUID(),
+    },
+  });
+  socket.end(
+    `HTTP/1.1 ${status} ${status === 431 ? "Request Header Fields Too Large" : "Bad Request"}\r\n` +
+      `content-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `connection: close\r\n\r\n${body}`,
+  );
+});
+server.listen(config.port, "127.0.0.1", () => {
+  const seconds = ((performance.now() - started) / 1000).toFixed(2);
+  console.log(`pyodide host: listening on http://127.0.0.1:${config.port}/ (ready in ${seconds} s)`);
+});
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => server.close(() => process.exit(0)));
+}
