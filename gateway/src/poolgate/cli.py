@@ -46,9 +46,11 @@ def forget_libpq_environment() -> None:
     client's connection, so they are dropped (upstream settings come from --upstream)."""
     for name in [name for name in os.environ if name.startswith("PG")]:
         del os.environ[name]
-    os.environ["PGPASSFILE"] = os.devnull
-    os.environ["PGSERVICEFILE"] = os.devnull
-    os.environ["PGSYSCONFDIR"] = os.devnull
+    # paths that do not exist: libpq reads nothing from them, and says nothing about it
+    nowhere = "/nonexistent/poolgate-reads-no-libpq-files"
+    os.environ["PGPASSFILE"] = f"{nowhere}/pgpass"
+    os.environ["PGSERVICEFILE"] = f"{nowhere}/pg_service.conf"
+    os.environ["PGSYSCONFDIR"] = nowhere
 
 
 async def serve(settings: Settings) -> None:
