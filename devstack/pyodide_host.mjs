@@ -2,7 +2,8 @@
 // the real workers SDK: each HTTP request becomes a JS Request handed to entry.py's
 // Default.fetch, whose JS Response is written back. ctx.waitUntil work is awaited after
 // the response is sent, as the Workers runtime does.
-// Usage: node pyodide_host.mjs <config.json>; config: {port, src, standins, wheels, env}.
+// Usage: node pyodide_host.mjs <config.json>; config: {port, src, standins, wheels, env,
+// settle}; settle (tests only) finishes ctx.waitUntil work before answering.
 import { loadPyodide } from "pyodide";
 import { createServer } from "node:http";
 import { readFileSync } from "node:fs";
@@ -84,6 +85,8 @@ async function handle(incoming, outgoing) {
   const ctx = { waitUntil: (promise) => deferred.push(promise), passThroughOnException() {} };
   const response = await serve(request, env, ctx);
   const payload = method === "HEAD" ? null : Buffer.from(await response.arrayBuffer());
+  // tests only (--settle): deferred work done before the answer, so they can read it
+  if (config.settle) await Promise.allSettled(deferred);
   const answerHeaders = Object.fromEntries(response.headers.entries());
   outgoing.writeHead(response.status, answerHeaders);
   outgoing.end(payload ?? undefined);

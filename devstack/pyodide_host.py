@@ -91,7 +91,7 @@ def worker_env(dev_vars: Path) -> dict[str, str]:
     return env
 
 
-def host_command(dev_vars: Path, port: int, config_path: Path) -> list[str]:
+def host_command(dev_vars: Path, port: int, config_path: Path, settle: bool = False) -> list[str]:
     node = shutil.which("node")
     if node is None:
         raise SystemExit("pyodide host: Node.js is needed (./dev test installs it)")
@@ -101,6 +101,7 @@ def host_command(dev_vars: Path, port: int, config_path: Path) -> list[str]:
         "standins": str(ROOT / "devstack" / "pyodide_standins"),
         "wheels": [str(wheel) for wheel in wheel_files()],
         "env": worker_env(dev_vars),
+        "settle": settle,
     }
     config_path.write_text(json.dumps(config))
     config_path.chmod(0o600)  # it holds the Worker's secrets
@@ -112,9 +113,14 @@ def main() -> None:
     parser.add_argument("--dev-vars", type=Path, default=ROOT / ".dev.vars")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--config", type=Path, default=ROOT / ".local" / "pyodide-host.json")
+    parser.add_argument(
+        "--settle",
+        action="store_true",
+        help="for tests: finish ctx.waitUntil work before answering (never for measuring)",
+    )
     args = parser.parse_args()
     args.config.parent.mkdir(parents=True, exist_ok=True)
-    command = host_command(args.dev_vars, args.port, args.config)
+    command = host_command(args.dev_vars, args.port, args.config, args.settle)
     os.chdir(ROOT)  # node resolves the `pyodide` package from ./node_modules
     os.execv(command[0], command)
 

@@ -67,8 +67,11 @@ def read_json(body: bytes) -> Any:
         return json.loads(body, parse_constant=_not_json)
     except ValueError as exc:  # not UTF-8, not JSON, or an integer of over 4300 digits
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise MalformedJson(f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except RecursionError:  # valid JSON too deep to parse here: the depth rule refuses it
+        raise ValidationFailed(
+            "some values cannot be accepted",
+            [{"field": "(body)", "message": f"nests deeper than {MAX_JSON_DEPTH} levels"}],
+        ) from None
 
 
 def _content_problems(value: Any, where: str, depth: int = 1) -> Iterator[dict[str, str]]:

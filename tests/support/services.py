@@ -184,11 +184,15 @@ class WorkerServer:
 WORKER_HOSTS = {"cpython": "devstack.worker_server", "pyodide": "devstack.pyodide_host"}
 
 
-def start_worker_server(dev_vars: Path, log_path: Path, host: str = "cpython") -> WorkerServer:
-    """The Worker over HTTP: its CPython host, or Pyodide under Node.js (`host`)."""
+def start_worker_server(
+    dev_vars: Path, log_path: Path, host: str = "cpython", settle: bool = False
+) -> WorkerServer:
+    """The Worker over HTTP: its CPython host, or Pyodide under Node.js (`host`);
+    `settle`: the Pyodide host finishes deferred work before it answers (tests)."""
     port = free_port()
     root = Path(__file__).resolve().parents[2]
     extra = ["--config", str(log_path.with_suffix(".json"))] if host == "pyodide" else []
+    extra += ["--settle"] if settle else []
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [

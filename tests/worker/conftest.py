@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,7 +32,7 @@ from tests.support.services import (
     make_app_url,
     start_worker_server,
 )
-from web import Request
+from web import MAX_BODY_BYTES, Request
 
 
 @dataclass
@@ -96,6 +98,49 @@ class WorkerClient:
         return await self.request("DELETE", target, **kwargs)
 
 
+_SENDABLE = re.compile(
+    r"(?:[!-~\x80-\U0010ffff](?:[\t -~\x80-\U0010ffff]*[!-~\x80-\U0010ffff])?)?\Z"
+)
+
+
+class HostClient(WorkerClient):
+    """The same requests, sent over HTTP to the Worker served by a host (Pyodide under
+    Node.js): the Worker under test is the host's, `database` only helps tests set up."""
+
+    def __init__(self, url: str, database: Database | None) -> None:
+        super().__init__(build_app(), database)
+        self.url = url
+        self.http = httpx.AsyncClient(base_url=url, timeout=30)
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        json_body: Any = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        body_too_large: bool = False,
+    ) -> Reply:
+        sent = {k.lower(): v for k, v in (headers or {}).items()}
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            sent.setdefault("content-type", "application/json")
+        if body_too_large:
+            body = b"x" * (MAX_BODY_BYTES + 1)
+        started = time.monotonic()
+        # any text as sent, unless HTTP/1.1 cannot carry it (control characters, white
+        # space at either end): such a header never reaches a deployed Worker either
+        raw_headers = [(k.encode(), v.encode()) for k, v in sent.items() if _SENDABLE.match(v)]
+        reply = await self.http.request(method, target, content=body, headers=raw_headers)
+        return Reply(
+            reply.status_code,
+            {k.lower(): v for k, v in reply.headers.items()},
+            reply.content,
+            time.monotonic() - started,
+        )
+
+
 def config_for(gateway_url: str, timeout: float = 5.0) -> DatabaseConfig:
     return DatabaseConfig.from_env(
         {
@@ -115,8 +160,38 @@ async def database(gateway: Gateway, schema: None) -> AsyncIterator[Database]:
 
 
 @pytest.fixture(scope="session")
-def client(database: Database) -> WorkerClient:
-    return WorkerClient(build_app(), database)
+def settled_pyodide_host(
+    gateway: Gateway, schema: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerServer]:
+    folder = tmp_path_factory.mktemp("pyodide-settled")
+    server = start_worker_server(
+        write_dev_vars(folder, gateway), folder / "worker.log", "pyodide", settle=True
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=["in-process", "pyodide"])
+async def client(request: pytest.FixtureRequest, database: Database) -> AsyncIterator[WorkerClient]:
+    """The Worker under test: its app in this process (CPython), and the same Worker
+    served from Pyodide under Node.js over HTTP. Every test that takes `client` runs
+    against both."""
+    if request.param == "in-process":
+        yield WorkerClient(build_app(), database)
+        return
+    host: WorkerServer = request.getfixturevalue("settled_pyodide_host")
+    client = HostClient(host.url, database)
+    yield client
+    await client.http.aclose()
+
+
+def write_dev_vars(folder: Path, gateway: Gateway) -> Path:
+    dev_vars = folder / ".dev.vars"
+    dev_vars.write_text(
+        f"DATABASE_URL={make_app_url()}\nDATABASE_HTTP_ENDPOINT={gateway.url}/sql\n"
+        "LOCAL_DEVELOPMENT=true\n"
+    )
+    return dev_vars
 
 
 @pytest.fixture(scope="session", params=["cpython", "pyodide"])
@@ -129,12 +204,9 @@ def worker_server(
     """The Worker over HTTP on each local host: Pyodide under Node.js (what `./dev up`
     runs when workerd cannot start) and CPython (`--runtime cpython`)."""
     folder = tmp_path_factory.mktemp(f"worker-host-{request.param}")
-    dev_vars = folder / ".dev.vars"
-    dev_vars.write_text(
-        f"DATABASE_URL={make_app_url()}\nDATABASE_HTTP_ENDPOINT={gateway.url}/sql\n"
-        "LOCAL_DEVELOPMENT=true\n"
+    server = start_worker_server(
+        write_dev_vars(folder, gateway), folder / "worker.log", request.param
     )
-    server = start_worker_server(dev_vars, folder / "worker.log", request.param)
     yield server
     server.stop()
 
@@ -142,7 +214,7 @@ def worker_server(
 @pytest.fixture(autouse=True)
 def empty_tables(request: pytest.FixtureRequest) -> None:
     """Tests that use the database start from empty tables; others start no services."""
-    users = {"client", "database", "worker_server"}
+    users = {"client", "database", "worker_server", "settled_pyodide_host"}
     if not users & set(request.fixturenames):
         return
     request.getfixturevalue("schema")

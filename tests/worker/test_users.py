@@ -46,12 +46,24 @@ async def test_invalid_fields_answer_422_with_one_entry_per_field(client: Worker
 
 
 async def test_malformed_json_answers_400(client: WorkerClient) -> None:
-    for body in (b'{"email": ', b"[" * 5000 + b"]" * 5000, b"\xff\xfe"):
+    for body in (b'{"email": ', b"\xff\xfe"):
         reply = await client.request(
             "POST", "/users", body=body, headers={"content-type": "application/json"}
         )
         assert reply.status == 400, body[:10]
         assert reply.json()["error"]["code"] == "malformed_json"
+
+
+async def test_json_nested_past_any_parser_is_422_on_every_interpreter(
+    client: WorkerClient,
+) -> None:
+    """CPython 3.11 cannot parse this nesting, Pyodide's 3.14 can: the depth rule
+    answers the same either way."""
+    body = b"[" * 5000 + b"]" * 5000
+    reply = await client.request(
+        "POST", "/users", body=body, headers={"content-type": "application/json"}
+    )
+    assert reply.status == 422 and reply.json()["error"]["code"] == "validation_failed"
 
 
 async def test_a_body_that_is_not_json_answers_415(client: WorkerClient) -> None:
