@@ -11,18 +11,30 @@ import { readFileSync } from "node:fs";
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const started = performance.now();
 const pyodide = await loadPyodide();
+// As pywrangler lays the Worker's packages out (python_modules/) and as workerd adds them
+// (site.addsitedir, so .pth files run: the SDK's start-up hooks and package patches).
 for (const wheel of config.wheels) {
-  pyodide.unpackArchive(new Uint8Array(readFileSync(wheel)), "wheel");
+  pyodide.unpackArchive(new Uint8Array(readFileSync(wheel)), "wheel", {
+    extractDir: "/python_modules",
+  });
 }
 const { FS } = pyodide;
 for (const [mountPoint, hostDir] of [["/standins", config.standins], ["/src", config.src]]) {
   FS.mkdirTree(mountPoint);
   FS.mount(FS.filesystems.NODEFS, { root: hostDir }, mountPoint);
 }
-pyodide.runPython("import sys; sys.path[:0] = ['/standins', '/src']");
+pyodide.runPython(`
+import site, sys
+sys.path[:0] = ["/standins", "/src"]
+site.addsitedir("/python_modules")
+`);
 // entry.py's Default, as workerd calls it; the SDK's Response carries the JS one
 const serve = pyodide.runPython(`
 from entry import Default
+from _cloudflare import import_patch_manager
+
+import_patch_manager.run_before_first_request()
+print("pyodide host: the SDK's start-up patches ran for:", ", ".join(import_patch_manager.APPLIED) or "nothing")
 
 async def serve(request, env, ctx):
     response = await Default(ctx, env).fetch(request)

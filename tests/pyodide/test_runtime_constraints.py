@@ -6,6 +6,7 @@ import ast
 import os
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,18 @@ def test_wrangler_dry_run_bundles_the_worker_and_nothing_of_the_gateway(tmp_path
         )
     ]
     assert "--dry-run: exiting now." in result.stdout
+
+
+def test_the_compatibility_date_keeps_the_sdks_own_start_up_hooks() -> None:
+    """Before 2026-05-26 (python_process_pth_files) workerd mounts its own import hook,
+    which calls pydantic_core.validate_core_schema, absent from pydantic-core 2.50.5: the
+    Worker would fail at start. From that date python_modules/ is added with addsitedir
+    and the SDK's .pth installs its own hooks (enable_python_external_sdk: 2026-04-21)."""
+    config = tomllib.loads((ROOT / "wrangler.toml").read_text())
+    assert str(config["compatibility_date"]) >= "2026-05-26", (
+        "compatibility_date before 2026-05-26: workerd's own import hook breaks pydantic-core"
+    )
+    flags = set(config.get("compatibility_flags", []))
+    assert not flags & {"disable_python_process_pth_files", "disable_python_external_sdk"}, (
+        "these flags turn off the SDK's start-up hooks that pydantic-core 2.50.5 needs"
+    )

@@ -176,6 +176,7 @@ class WorkerServer:
 
     url: str
     process: subprocess.Popen[bytes]
+    log_path: Path
 
     def stop(self) -> None:
         terminate(self.process)
@@ -210,7 +211,7 @@ def start_worker_server(
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])},
         )
-    server = WorkerServer(f"http://127.0.0.1:{port}", process)
+    server = WorkerServer(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + 120  # Pyodide's first start downloads the Worker's wheels
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -69,3 +69,12 @@ def test_a_method_no_route_has_is_a_json_405(worker_server: WorkerServer, method
     reply = httpx.request(method, f"{worker_server.url}/users")
     assert_json_error(reply, 405, "method_not_allowed")
     assert "GET" in reply.headers["allow"]
+
+
+def test_the_pyodide_host_runs_the_sdks_start_up_hooks_as_workerd_does(
+    settled_pyodide_host: WorkerServer,
+) -> None:
+    """python_modules/ added with site.addsitedir, so the SDK's .pth runs its hooks: the
+    pydantic_core patch builds a SchemaValidator at import, as in workerd."""
+    log = settled_pyodide_host.log_path.read_text()
+    assert "the SDK's start-up patches ran for: pydantic_core" in log
