@@ -14,37 +14,16 @@ from typing import Any
 import pytest
 
 from devstack.postgres import EmbeddedPostgres
+from devstack.pyodide_host import wheel_files
 from tests.support.services import GatewayFactory, make_app_url
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
-SDK_WHEEL = "workers_runtime_sdk-1.9.5-py3-none-any.whl"
-WHEEL_DIR = ROOT / ".local" / "wheels"
 
 
 def sdk_wheel() -> Path:
-    """The same SDK version the type checks use, as a local wheel file."""
-    wheel = WHEEL_DIR / SDK_WHEEL
-    if not wheel.exists():
-        # the project's venv has no pip; uv runs one from PyPI for this download only
-        subprocess.run(
-            [
-                "uv",
-                "tool",
-                "run",
-                "--from",
-                "pip",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--dest",
-                str(WHEEL_DIR),
-                "workers-runtime-sdk==1.9.5",
-            ],
-            check=True,
-            timeout=300,
-        )
+    """The SDK as a local wheel, at the version uv.lock pins (what the type checks use)."""
+    (wheel,) = [w for w in wheel_files() if w.name.startswith("workers_runtime_sdk-")]
     return wheel
 
 

@@ -46,6 +46,17 @@ class Reply:
         return json.loads(self.body)
 
 
+def prepared(
+    json_body: Any, body: bytes | None, headers: dict[str, str] | None
+) -> tuple[bytes | None, dict[str, str]]:
+    """The body and lower-cased headers a test request sends (JSON when `json_body`)."""
+    sent = {k.lower(): v for k, v in (headers or {}).items()}
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        sent.setdefault("content-type", "application/json")
+    return body, sent
+
+
 class WorkerClient:
     """Sends requests through the app; work the app defers runs before the reply returns."""
 
@@ -64,10 +75,7 @@ class WorkerClient:
         body_too_large: bool = False,
     ) -> Reply:
         url = urlsplit(target)
-        sent_headers = {k.lower(): v for k, v in (headers or {}).items()}
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            sent_headers.setdefault("content-type", "application/json")
+        body, sent_headers = prepared(json_body, body, headers)
         deferred: list[Awaitable[Any]] = []
         services = Services(database=self.database, defer=deferred.append)
         request = Request(
@@ -122,10 +130,7 @@ class HostClient(WorkerClient):
         headers: dict[str, str] | None = None,
         body_too_large: bool = False,
     ) -> Reply:
-        sent = {k.lower(): v for k, v in (headers or {}).items()}
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            sent.setdefault("content-type", "application/json")
+        body, sent = prepared(json_body, body, headers)
         if body_too_large:
             body = b"x" * (MAX_BODY_BYTES + 1)
         started = time.monotonic()
