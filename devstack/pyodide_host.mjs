@@ -1,7 +1,7 @@
 // Serves the Worker from Pyodide 314.0.7 (the Worker's interpreter) under Node.js, with
 // the real workers SDK: each HTTP request becomes a JS Request handed to entry.py's
-// Default.fetch, whose JS Response is written back. ctx.waitUntil work is awaited after
-// the response is sent, as the Workers runtime does.
+// Default.fetch, whose JS Response is written back. ctx.waitUntil work keeps running after
+// the response is sent, as the Workers runtime lets it.
 // Usage: node pyodide_host.mjs <config.json>; config: {port, src, standins, wheels, env,
 // settle}; settle (tests only) finishes ctx.waitUntil work before answering.
 import { loadPyodide } from "pyodide";
@@ -30,14 +30,33 @@ site.addsitedir("/python_modules")
 `);
 // entry.py's Default, as workerd calls it; the SDK's Response carries the JS one
 const serve = pyodide.runPython(`
+import asyncio
+
 from entry import Default
 from _cloudflare import import_patch_manager
 
 import_patch_manager.run_before_first_request()
 print("pyodide host: the SDK's start-up patches ran for:", ", ".join(import_patch_manager.APPLIED) or "nothing")
 
-async def serve(request, env, ctx):
+
+class Context:
+    """ctx as the Worker sees it: waitUntil keeps the work (already scheduled) running."""
+
+    def __init__(self):
+        self.pending = []
+
+    def waitUntil(self, work):
+        self.pending.append(asyncio.ensure_future(work))
+
+    def passThroughOnException(self):
+        pass
+
+
+async def serve(request, env, settle):
+    ctx = Context()
     response = await Default(ctx, env).fetch(request)
+    if settle:  # tests only: the deferred work is done before the answer
+        await asyncio.gather(*ctx.pending, return_exceptions=True)
     return response.js_object
 
 serve
@@ -93,16 +112,11 @@ async function handle(incoming, outgoing) {
     headers,
     body: method === "GET" || method === "HEAD" || body.length === 0 ? undefined : body,
   });
-  const deferred = [];
-  const ctx = { waitUntil: (promise) => deferred.push(promise), passThroughOnException() {} };
-  const response = await serve(request, env, ctx);
+  const response = await serve(request, env, Boolean(config.settle));
   const payload = method === "HEAD" ? null : Buffer.from(await response.arrayBuffer());
-  // tests only (--settle): deferred work done before the answer, so they can read it
-  if (config.settle) await Promise.allSettled(deferred);
   const answerHeaders = Object.fromEntries(response.headers.entries());
   outgoing.writeHead(response.status, answerHeaders);
   outgoing.end(payload ?? undefined);
-  await Promise.allSettled(deferred);
 }
 
 const server = createServer({ maxHeaderSize: 1024 * 1024 }, (incoming, outgoing) => {

@@ -125,6 +125,14 @@ def test_auto_mode_says_plainly_which_runtime_serves_the_worker(
         assert created.status_code == 201, created.text
         health = httpx.get(f"http://127.0.0.1:{port}/health").json()
         assert health["database"]["reachable"] is True
+        # the request log row is ctx.waitUntil work, written after its response
+        deadline = time.monotonic() + 10
+        while True:
+            logs = httpx.get(f"http://127.0.0.1:{port}/logs?limit=200").json()["items"]
+            if "POST /users 201" in [log["message"] for log in logs]:
+                break
+            assert time.monotonic() < deadline, logs
+            time.sleep(0.1)
     finally:
         stop_stack(process, tmp_path / "state")
 
