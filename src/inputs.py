@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from errors import BadCursor, BadRequest, MalformedJson, UnsupportedMediaType, ValidationFailed
+from models import BIGINT_MAX
 from web import Request
 
 M = TypeVar("M", bound=BaseModel)
@@ -123,7 +124,6 @@ def field_errors(error: ValidationError) -> list[dict[str, str]]:
 
 
 _ASCII_INTEGER = re.compile(r"-?[0-9]{1,20}")
-_BIGINT_MAX = 2**63 - 1
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -171,7 +171,7 @@ def decode_cursor(request: Request) -> int | None:
     after = position.get("after") if isinstance(position, dict) else None
     if (
         type(after) is not int
-        or not 0 < after <= _BIGINT_MAX
+        or not 0 < after <= BIGINT_MAX
         or encode_cursor({"after": after}) != raw
     ):
         raise BadCursor()

@@ -16,6 +16,7 @@ from tests.support.services import (
     GatewayFactory,
     make_app_url,
     start_postgres,
+    start_redis,
 )
 
 
@@ -50,3 +51,12 @@ def schema(postgres: EmbeddedPostgres) -> None:
 @pytest.fixture(scope="session")
 def app_url() -> str:
     return make_app_url()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server for the shared-cache tests (each uses its own key prefix)."""
+    url, process = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    process.terminate()
+    process.wait(timeout=10)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -143,30 +142,6 @@ class FaultPostgres:
             ).fetchone()
         assert row is not None
         return int(str(row[0]))
-
-
-class PeakConnections:
-    """Samples the server connections of the app role in a thread; `peak` is the most
-    seen between entering and leaving the block."""
-
-    def __init__(self, postgres: FaultPostgres) -> None:
-        self.postgres = postgres
-        self.peak = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample)
-
-    def _sample(self) -> None:
-        while not self._done.is_set():
-            self.peak = max(self.peak, self.postgres.server_connections())
-            time.sleep(0.02)
-
-    def __enter__(self) -> PeakConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tests.faults.conftest import FaultPostgres, FaultReport, FaultRow, scaled
-from tests.gateway.test_cache_redis import start_redis
-from tests.support.services import GatewayFactory, make_app_url
+from tests.support.services import GatewayFactory, make_app_url, start_redis
 
 HEADERS = {"Neon-Connection-String": make_app_url(), "Neon-Array-Mode": "true"}
 

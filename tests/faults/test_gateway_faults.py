@@ -19,11 +19,16 @@ from tests.faults.conftest import (
     FaultPostgres,
     FaultReport,
     FaultRow,
-    PeakConnections,
     scaled,
     wait_until,
 )
-from tests.support.services import GatewayFactory, free_port, make_app_url
+from tests.support.services import (
+    APP_USER,
+    ConnectionSampler,
+    GatewayFactory,
+    free_port,
+    make_app_url,
+)
 from tests.worker.conftest import WorkerClient, config_for
 
 APP_URL = make_app_url()
@@ -119,9 +124,9 @@ def test_an_exhausted_pool_answers_only_200_or_503_and_never_opens_more_connecti
                 )
             )
 
-    with PeakConnections(fault_postgres) as connections:
+    with ConnectionSampler(fault_postgres.server, APP_USER) as connections:
         replies = asyncio.run(flood())
-    peak = connections.peak
+    peak = connections.highest
     statuses = [reply.status_code for reply in replies]
     assert set(statuses) <= {200, 503}
     assert all(r.headers.get("Retry-After") for r in replies if r.status_code == 503)
@@ -192,9 +197,9 @@ def test_a_thousand_concurrent_clients_on_a_pool_of_ten(
 
             return await asyncio.gather(*(one() for _ in range(clients)))
 
-    with PeakConnections(fault_postgres) as connections:
+    with ConnectionSampler(fault_postgres.server, APP_USER) as connections:
         outcomes = asyncio.run(crowd())
-    peak = connections.peak
+    peak = connections.highest
     rss = rss_peak_bytes(gateway.process.pid)
     assert set(outcomes) <= {200, 503}, sorted({str(o) for o in outcomes})
     assert peak <= 10

@@ -7,7 +7,7 @@ signal, a clock the test moves), never by sleeping.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -15,16 +15,6 @@ from poolgate.cache import QueryCache
 from poolgate.cache_policy import CachePolicy
 from poolgate.cache_stores import VERSION_SECONDS, CacheStore, MemoryStore, RedisStore
 from poolgate.execute import Outcome
-
-from tests.gateway.test_cache_redis import start_redis
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url, process = start_redis(tmp_path_factory.mktemp("redis-raw"))
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
 
 
 @pytest.fixture(params=["memory", "redis"])

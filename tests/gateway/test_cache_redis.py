@@ -2,58 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
-import pytest
 from poolgate.cache_stores import Entry, RedisStore
 
-from tests.support.services import GatewayFactory, free_port, make_app_url
-
-
-def start_redis(directory: Path, port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
-    server = shutil.which("redis-server")
-    assert server, "redis-server is required (the README's test command installs it)"
-    port = port or free_port()
-    process = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while (
-        subprocess.run(
-            ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True
-        ).stdout.strip()
-        != "PONG"
-    ):
-        assert time.monotonic() < deadline and process.poll() is None, "redis did not start"
-        time.sleep(0.05)
-    return f"redis://127.0.0.1:{port}/0", process
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url, process = start_redis(tmp_path_factory.mktemp("redis"))
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+from tests.support.services import GatewayFactory, make_app_url, start_redis
 
 
 def sql(gateway_url: str, body: Mapping[str, object], **headers: str) -> httpx.Response:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from devstack.postgres import EmbeddedPostgres
-from tests.support.services import GatewayFactory, server_connections
+from tests.support.services import ConnectionSampler, GatewayFactory, server_connections
 from tests.support.sql import post_sql
 
 
@@ -19,33 +19,6 @@ def make_role(postgres: EmbeddedPostgres, name: str) -> str:
         conn.execute(f"DROP ROLE IF EXISTS {name}")
         conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'pw-{name}'")
     return f"postgresql://{name}:pw-{name}@db.invalid/appdb"
-
-
-class ConnectionSampler:
-    """Counts a role's server connections in a loop, keeping the highest count seen."""
-
-    def __init__(self, postgres: EmbeddedPostgres, user: str) -> None:
-        self.postgres, self.user = postgres, user
-        self.highest = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        with self.postgres.admin("appdb") as conn:
-            while not self._stop.is_set():
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [self.user]
-                ).fetchone()
-                self.highest = max(self.highest, int(str(row[0])))  # type: ignore[index]
-                time.sleep(0.002)
-
-    def __enter__(self) -> ConnectionSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def test_200_concurrent_requests_never_exceed_pool_size_5_and_all_succeed(

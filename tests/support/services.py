@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +66,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class ConnectionSampler:
+    """Counts a role's server connections in a thread while the block runs; `highest` is
+    the most seen."""
+
+    def __init__(self, postgres: EmbeddedPostgres, user: str) -> None:
+        self.postgres, self.user = postgres, user
+        self.highest = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with self.postgres.admin("appdb") as conn:
+            while not self._stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [self.user]
+                ).fetchone()
+                self.highest = max(self.highest, int(str(row[0])))  # type: ignore[index]
+                time.sleep(0.002)
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @dataclass
@@ -223,3 +253,36 @@ def start_worker_server(
             time.sleep(0.05)
     server.stop()
     raise RuntimeError(f"the Worker host did not answer:\n{log_path.read_text()}")
+
+
+def start_redis(directory: Path, port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    server = shutil.which("redis-server")
+    assert server, "redis-server is required (the README's test command installs it)"
+    port = port or free_port()
+    process = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while (
+        subprocess.run(
+            ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True
+        ).stdout.strip()
+        != "PONG"
+    ):
+        assert time.monotonic() < deadline and process.poll() is None, "redis did not start"
+        time.sleep(0.05)
+    return f"redis://127.0.0.1:{port}/0", process
