@@ -155,17 +155,33 @@ def start_gateway(
     scheme = "https" if ca_file else "http"
     gateway = Gateway(f"{scheme}://127.0.0.1:{port}", process, log_path, args)
     verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway exited at start-up:\n{gateway.log_text()}")
-        try:
-            if httpx.get(f"{gateway.url}/healthz", timeout=1, verify=verify).status_code == 200:
-                return gateway
-        except httpx.TransportError:
-            time.sleep(0.05)
-    gateway.stop()
-    raise RuntimeError(f"gateway did not become healthy:\n{gateway.log_text()}")
+    wait_until_answering(process, f"{gateway.url}/healthz", log_path, 20, verify)
+    return gateway
+
+
+def wait_until_answering(
+    process: subprocess.Popen[bytes],
+    url: str,
+    log_path: Path,
+    seconds: float,
+    verify: ssl.SSLContext | bool = True,
+) -> None:
+    """Until `url` answers 200; the process is stopped if it never does, or if waiting
+    fails in any way (so a failed start never leaves a server behind)."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{url}: the server exited at start-up:\n{log_path.read_text()}")
+            try:
+                if httpx.get(url, timeout=1, verify=verify).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{url} did not answer within {seconds} s:\n{log_path.read_text()}")
+    except BaseException:
+        terminate(process)
+        raise
 
 
 class GatewayFactory:
@@ -242,17 +258,9 @@ def start_worker_server(
             env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])},
         )
     server = WorkerServer(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 120  # Pyodide's first start downloads the Worker's wheels
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the Worker host exited:\n{log_path.read_text()}")
-        try:
-            httpx.get(f"{server.url}/", timeout=1)
-            return server
-        except httpx.TransportError:
-            time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"the Worker host did not answer:\n{log_path.read_text()}")
+    # Pyodide's first start downloads the Worker's wheels
+    wait_until_answering(process, f"{server.url}/", log_path, 120)
+    return server
 
 
 def start_redis(directory: Path, port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
