@@ -1,6 +1,6 @@
 """The Accelerate-style query cache, in a real gateway app against real Postgres.
 
-The app runs in-process (aiohttp's TestServer) so its clock can be moved by the test:
+The gateway runs in-process (aiohttp's RawTestServer) so its clock can be moved by the test:
 TTL and SWR transitions are driven by that clock, never by sleeping.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp.test_utils import TestServer
-from poolgate.app import create_app
+from aiohttp.test_utils import RawTestServer
+from poolgate.app import Gateway
 from poolgate.cache_stores import Entry, MemoryStore
 from poolgate.config import parse_settings
 
@@ -74,14 +74,31 @@ class CachedGateway:
         raise AssertionError(f"{name} not in /metrics")
 
 
+class InProcessGateway:
+    """The gateway on aiohttp's test server, in this process."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.server = RawTestServer(gateway.handle, handler_cancellation=True)
+
+    async def start(self) -> None:
+        await self.gateway.start()
+        await self.server.start_server()
+        self.url = str(self.server.make_url(""))
+
+    async def close(self) -> None:
+        await self.server.close()
+        await self.gateway.close()
+
+
 async def start_cached_gateway(
     postgres: EmbeddedPostgres, *options: str
-) -> tuple[CachedGateway, TestServer]:
+) -> tuple[CachedGateway, InProcessGateway]:
     clock = ManualClock()
     settings = parse_settings(["--upstream", postgres.upstream_url, *options])
-    server = TestServer(create_app(settings, clock=clock))
-    await server.start_server()
-    return CachedGateway(str(server.make_url("")), clock), server
+    server = InProcessGateway(Gateway(settings, clock=clock))
+    await server.start()
+    return CachedGateway(server.url, clock), server
 
 
 @pytest.fixture

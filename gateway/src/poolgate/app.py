@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from psycopg import pq
@@ -34,9 +34,11 @@ from poolgate.errors import (
 from poolgate.json_server import parse_failure
 from poolgate.metrics import CONTENT_TYPE, Metrics
 from poolgate.pool import PoolRegistry
+from poolgate.request_log import RequestLog
 from poolgate.sql_service import SqlService
 
 log = logging.getLogger("poolgate.http")
+REQUEST_LOG = RequestLog()
 
 JSON_TYPE = "application/json"
 _CORS_HEADERS = {
@@ -54,14 +56,7 @@ _CORS_HEADERS = {
 
 _OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
-SETTINGS = web.AppKey("settings", Settings)
-POOLS = web.AppKey("pools", PoolRegistry)
-METRICS = web.AppKey("metrics", Metrics)
-SERVICE = web.AppKey("service", SqlService)
-REQUEST_ID = web.RequestKey("request_id", str)
-ROWS = web.RequestKey("rows", object)  # int, or None for requests without rows
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[["Gateway", web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def make_store(settings: Settings) -> CacheStore | None:
@@ -72,85 +67,120 @@ def make_store(settings: Settings) -> CacheStore | None:
     return RedisStore(settings.cache)
 
 
-def create_app(settings: Settings, clock: Clock = time.time) -> web.Application:
-    """The gateway. `clock` dates cache entries (tests pass one they control)."""
-    pools = PoolRegistry(settings)
-    store = make_store(settings)
-    cache = QueryCache(store, clock) if store is not None else None
-    app = web.Application(
-        client_max_size=settings.max_request_bytes, middlewares=[_request_middleware]
-    )
-    app[SETTINGS] = settings
-    app[POOLS] = pools
-    app[SERVICE] = SqlService(settings, pools, cache)
-    app[METRICS] = Metrics(pools, cache)
-    app.router.add_route("*", "/sql", _sql)
-    app.router.add_post("/invalidate", _invalidate)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
-    app.cleanup_ctx.append(_pool_lifecycle)
-    return app
+class Gateway:
+    """The gateway's state and its one request handler, served by aiohttp's low-level
+    server (no application router or middleware chain: a dict lookup by path).
 
+    `clock` dates cache entries (tests pass one they control)."""
 
-async def _pool_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    pools = app[POOLS]
-    interval = min(30.0, app[SETTINGS].idle_timeout / 2)
+    def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
+        self.settings = settings
+        self.pools = PoolRegistry(settings)
+        store = make_store(settings)
+        cache = QueryCache(store, clock) if store is not None else None
+        self.service = SqlService(settings, self.pools, cache)
+        self.metrics = Metrics(self.pools, cache)
+        self._sweeper: asyncio.Task[None] | None = None
 
-    cache = app[SERVICE].cache
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
 
-    async def sweep_forever() -> None:
+    async def _sweep_forever(self) -> None:
+        interval = min(30.0, self.settings.idle_timeout / 2)
+        cache = self.service.cache
         while True:
             await asyncio.sleep(interval)
-            await pools.sweep()
+            await self.pools.sweep()
             if cache is not None:
                 await cache.purge_expired()
 
-    sweeper = asyncio.create_task(sweep_forever())
-    yield
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
-    if cache is not None:
-        await cache.drain()
-    await pools.close()
-    if cache is not None:
-        await cache.store.close()
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        cache = self.service.cache
+        if cache is not None:
+            await cache.drain()
+        await self.pools.close()
+        if cache is not None:
+            await cache.store.close()
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Every request: route, answer, map failures in one place, log one line."""
+        request_id = str(uuid.uuid4())
+        started = time.perf_counter()
+        sqlstate = None
+        rows: int | None = None
+        try:
+            route = _ROUTES.get(request.path)
+            if route is None:
+                raise RouteNotFound("not found: the gateway serves POST /sql")
+            methods, handler = route
+            if methods is not None and request.method not in methods:
+                raise MethodNotAllowed(f"method {request.method} is not allowed here")
+            response = await handler(self, request)
+            rows = _rows_of(response)
+            outcome = "ok"
+        except asyncio.CancelledError:
+            self._record(request, request_id, 499, started, "client_closed", None, None)
+            raise
+        except Exception as exc:
+            error = _as_gateway_error(exc)
+            response = _answer_error(error)
+            outcome = _outcome_name(error)
+            sqlstate = error.sqlstate
+        headers = response.headers
+        headers["Neon-Request-Id"] = request_id
+        if request.path == "/sql" and request.method == "POST":
+            headers.setdefault("Poolgate-Cache-Status", "none")
+        headers.setdefault("Access-Control-Allow-Origin", "*")
+        self._record(request, request_id, response.status, started, outcome, sqlstate, rows)
+        return response
+
+    def _record(
+        self,
+        request: web.BaseRequest,
+        request_id: str,
+        status: int,
+        started: float,
+        outcome: str,
+        sqlstate: str | None,
+        rows: int | None,
+    ) -> None:
+        """Metrics (for traffic, not probes of the gateway itself) and the request log line."""
+        seconds = time.perf_counter() - started
+        path = request.path
+        if path not in _OPERATIONAL_PATHS:
+            self.metrics.observe(outcome, seconds, sqlstate)
+        REQUEST_LOG.write(
+            {
+                "event": "request",
+                "request_id": request_id,
+                "method": request.method,
+                "path": path,
+                "status": status,
+                "outcome": outcome,
+                "duration_ms": round(seconds * 1000, 3),
+                "rows": rows,
+                "sqlstate": sqlstate,
+            }
+        )
 
 
-@web.middleware
-async def _request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = str(uuid.uuid4())
-    request[REQUEST_ID] = request_id
-    request[ROWS] = None
-    started = time.perf_counter()
-    sqlstate = None
-    try:
-        response = await handler(request)
-        outcome = "ok"
-    except asyncio.CancelledError:
-        _record(request, 499, started, "client_closed", None)
-        raise
-    except Exception as exc:
-        error = _as_gateway_error(exc)
-        response = _answer_error(error)
-        outcome = _outcome_name(error)
-        sqlstate = error.sqlstate
-    response.headers["Neon-Request-Id"] = request_id
-    if request.path == "/sql" and request.method == "POST":
-        response.headers.setdefault("Poolgate-Cache-Status", "none")
-    response.headers.setdefault("Access-Control-Allow-Origin", "*")
-    _record(request, response.status, started, outcome, sqlstate)
-    return response
+class _RowsResponse(web.Response):
+    """A response that knows how many rows it carries (for the request log)."""
+
+    rows: int | None = None
+
+
+def _rows_of(response: web.StreamResponse) -> int | None:
+    return response.rows if isinstance(response, _RowsResponse) else None
 
 
 def _as_gateway_error(exc: Exception) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, web.HTTPNotFound):
-        return RouteNotFound("not found: the gateway serves POST /sql")
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        return MethodNotAllowed(f"method {exc.method} is not allowed here")
     log.exception("unhandled error")
     return GatewayError("internal error")
 
@@ -179,83 +209,60 @@ def _outcome_name(error: GatewayError) -> str:
     return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
 
 
-def _record(
-    request: web.Request, status: int, started: float, outcome: str, sqlstate: str | None
-) -> None:
-    """Metrics (for traffic, not probes of the gateway itself) and the request log line."""
-    seconds = time.perf_counter() - started
-    if request.path not in _OPERATIONAL_PATHS:
-        request.app[METRICS].observe(outcome, seconds, sqlstate)
-    log.info(
-        json.dumps(
-            {
-                "event": "request",
-                "request_id": request[REQUEST_ID],
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "outcome": outcome,
-                "duration_ms": round(seconds * 1000, 3),
-                "rows": request[ROWS],
-                "sqlstate": sqlstate,
-            }
-        )
-    )
-
-
-async def _sql(request: web.Request) -> web.Response:
+async def _sql(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
     if request.method == "OPTIONS":
         return web.Response(status=200, headers={**_CORS_HEADERS, "Allow": "OPTIONS, POST"})
     if request.method != "POST":
-        raise _bad_method(request.method)
-    require_api_key(request.headers, request.app[SETTINGS].api_keys)
-    answer = await request.app[SERVICE].answer(
-        request.headers, await _read_body(request), request.remote or "unknown"
+        raise BadRequest(f"method {request.method} is not supported on /sql; use POST")
+    require_api_key(request.headers, gateway.settings.api_keys)
+    answer = await gateway.service.answer(
+        request.headers, await _read_body(gateway.settings, request), request.remote or "unknown"
     )
-    request[ROWS] = answer.outcome.row_count
     headers = {"Poolgate-Cache-Status": answer.cache_status}
     if answer.age is not None:
         headers["Age"] = str(answer.age)
     if answer.invalidation_failed:
         headers["Poolgate-Invalidate-Status"] = "failed"
-    return web.Response(body=answer.outcome.body, content_type=JSON_TYPE, headers=headers)
+    response = _RowsResponse(body=answer.outcome.body, content_type=JSON_TYPE, headers=headers)
+    response.rows = answer.outcome.row_count
+    return response
 
 
-async def _invalidate(request: web.Request) -> web.Response:
-    require_api_key(request.headers, request.app[SETTINGS].api_keys)
-    dropped = await request.app[SERVICE].invalidate(
-        request.headers, await _read_body(request), request.remote or "unknown"
+async def _invalidate(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
+    require_api_key(request.headers, gateway.settings.api_keys)
+    dropped = await gateway.service.invalidate(
+        request.headers, await _read_body(gateway.settings, request), request.remote or "unknown"
     )
     return web.json_response({"invalidated": dropped})
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def _read_body(settings: Settings, request: web.BaseRequest) -> bytes:
     """The body, within the size limit and the body deadline: a client that trickles a
     body (a byte every few seconds) is answered 408 instead of holding a connection."""
-    settings = request.app[SETTINGS]
     limit = settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise RequestTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return await asyncio.wait_for(request.read(), settings.body_timeout)
-    except web.HTTPRequestEntityTooLarge:
-        raise RequestTooLarge(limit) from None
+        async with asyncio.timeout(settings.body_timeout):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(limit)
+                chunks.append(chunk)
     except TimeoutError:
         raise BodyTimeout(settings.body_timeout) from None
+    return b"".join(chunks)
 
 
-def _bad_method(method: str) -> GatewayError:
-    return BadRequest(f"method {method} is not supported on /sql; use POST")
-
-
-async def _healthz(request: web.Request) -> web.Response:
+async def _healthz(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
 
 
-async def _readyz(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
+async def _readyz(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
     conninfo = make_conninfo(
-        **settings.upstream, connect_timeout=max(2, round(settings.connect_timeout))
+        **gateway.settings.upstream, connect_timeout=max(2, round(gateway.settings.connect_timeout))
     )
     # PQping never authenticates: it only asks whether the server accepts connections.
     status = await asyncio.get_running_loop().run_in_executor(
@@ -266,10 +273,21 @@ async def _readyz(request: web.Request) -> web.Response:
     raise Unavailable(f"upstream is not accepting connections ({pq.Ping(status).name})")
 
 
-async def _metrics(request: web.Request) -> web.Response:
+async def _metrics(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
     # it names every tenant (user, database): with API keys on, only key holders see it
-    require_api_key(request.headers, request.app[SETTINGS].api_keys)
-    cache = request.app[SERVICE].cache
+    require_api_key(request.headers, gateway.settings.api_keys)
+    cache = gateway.service.cache
     if cache is not None:
         await cache.refresh_size()  # Redis is asked here, not on every request
-    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+    return web.Response(body=gateway.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+_READS = frozenset({"GET", "HEAD"})
+# path -> (methods answered, or None for all: /sql explains what it wants itself; handler)
+_ROUTES: dict[str, tuple[frozenset[str] | None, Handler]] = {
+    "/sql": (None, _sql),
+    "/invalidate": (frozenset({"POST"}), _invalidate),
+    "/healthz": (_READS, _healthz),
+    "/readyz": (_READS, _readyz),
+    "/metrics": (_READS, _metrics),
+}

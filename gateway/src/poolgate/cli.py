@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import uvloop
 from aiohttp import web
 
-from poolgate.app import answer_unparsable, create_app
+from poolgate.app import Gateway, answer_unparsable
 from poolgate.config import ConfigError, Settings, parse_settings, server_tls_context
-from poolgate.json_server import JsonErrorAppRunner
+from poolgate.json_server import JsonErrorServer
 
 USAGE = "usage: poolgate serve [--upstream URL] [--listen HOST:PORT] [--pool-size N] [...]"
 
@@ -55,12 +55,15 @@ def forget_libpq_environment() -> None:
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then finish in-flight requests and close the pools."""
-    runner = JsonErrorAppRunner(
-        create_app(settings),
+    gateway = Gateway(settings)
+    await gateway.start()
+    server = JsonErrorServer(
+        gateway.handle,
         answer_parse_error=answer_unparsable,
-        handler_cancellation=True,
+        handler_cancellation=True,  # a client that hangs up cancels its request
         access_log=None,
     )
+    runner = web.ServerRunner(server)
     await runner.setup()
     tls = server_tls_context(settings) if settings.tls_cert else None
     site = web.TCPSite(
@@ -81,6 +84,7 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        await gateway.close()
 
 
 if __name__ == "__main__":

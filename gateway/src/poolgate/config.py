@@ -36,6 +36,7 @@ class Settings:
     max_response_bytes: int = 10 * MiB
     idle_timeout: float = 300.0
     reset_query: str = "DISCARD ALL"
+    reset_always: bool = False  # else only after statements that may change the session
     cache: str = "memory"  # "memory", "off", or a redis:// URL shared by replicas
     cache_max_bytes: int = 64 * MiB
     api_keys: tuple[str, ...] = ()  # when set, every call must carry one (see api_keys)
@@ -108,6 +109,12 @@ _OPTIONS = (
         "state leaks between requests (default 'DISCARD ALL'; 'none' to skip)",
     ),
     (
+        "--reset",
+        "POOLGATE_RESET",
+        "when the reset query runs: auto (default: after statements that may change the "
+        "session, see session_state) or always (after every request)",
+    ),
+    (
         "--cache",
         "POOLGATE_CACHE",
         "query cache: memory (default, in this process), off, or redis://host:port/db to "
@@ -172,6 +179,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         max_response_bytes=_positive_int("--max-response-bytes", args.max_response_bytes, 10 * MiB),
         idle_timeout=_positive_seconds("--idle-timeout", args.idle_timeout, 300.0),
         reset_query="" if reset.strip().lower() == "none" else reset,
+        reset_always=parse_reset_mode(args.reset or "auto"),
         cache=parse_cache(args.cache or "memory"),
         cache_max_bytes=_positive_int("--cache-max-bytes", args.cache_max_bytes, 64 * MiB),
         api_keys=parse_api_keys(args.api_keys, args.api_keys_file),
@@ -240,6 +248,13 @@ def parse_upstream(url: str) -> dict[str, str]:
             )
     params.setdefault("host", "localhost")
     return {key: str(value) for key, value in params.items() if value is not None}
+
+
+def parse_reset_mode(value: str) -> bool:
+    """`--reset auto|always`: True for always."""
+    if value not in ("auto", "always"):
+        raise ConfigError(f"--reset must be auto or always, not {value!r}")
+    return value == "always"
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -26,6 +26,7 @@ from poolgate.errors import (
     Unavailable,
 )
 from poolgate.protocol import SqlRequest, Statement
+from poolgate.session_state import RESET_BEFORE, reads_session_sequences
 from poolgate.streaming import ChunkedCursor
 from poolgate.values import cell_converter
 
@@ -89,6 +90,8 @@ async def run_request(
     cursor = ChunkedCursor(connection)
     cursor._adapters = _TEXT_ONLY  # parameters dumped as untyped text
     try:
+        if any(reads_session_sequences(statement.query) for statement in request.statements):
+            await _command(cursor, RESET_BEFORE)  # currval/lastval: this request's own only
         if request.batch is None and not read_only:
             body, rows = await _run_statement(cursor, request.statements[0], request, budget)
             return Outcome(body.encode(), rows)

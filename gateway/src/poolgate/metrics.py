@@ -117,12 +117,19 @@ class Metrics:
         )
         self.registry.register(_PoolCollector(pools))
         self._sqlstates: set[str] = set()
+        self._by_outcome: dict[str, tuple[Counter, Histogram]] = {}
         if cache is not None:
             self.registry.register(_CacheCollector(cache))
 
     def observe(self, outcome: str, seconds: float, sqlstate: str | None) -> None:
-        self.requests.labels(outcome).inc()
-        self.latency.labels(outcome).observe(seconds)
+        children = self._by_outcome.get(outcome)
+        if children is None:  # outcomes are a fixed, small set: looked up once each
+            children = self._by_outcome[outcome] = (
+                self.requests.labels(outcome),
+                self.latency.labels(outcome),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if sqlstate:
             # a client can raise any code (RAISE ... USING ERRCODE): the label set is bounded
             if sqlstate not in self._sqlstates and len(self._sqlstates) >= MAX_SQLSTATE_LABELS:

@@ -257,12 +257,16 @@ class ConnectionPool:
         return connection
 
     async def release(
-        self, connection: psycopg.AsyncConnection[tuple[object, ...]], reusable: bool
+        self,
+        connection: psycopg.AsyncConnection[tuple[object, ...]],
+        reusable: bool,
+        reset: bool = True,
     ) -> None:
-        """Give a slot back; the connection is reset and kept only if `reusable`."""
+        """Give a slot back; the connection is kept only if `reusable`, after the reset
+        query if `reset` (what ran on it may have changed its session)."""
         self._in_use -= 1
         try:
-            if reusable and await self._reset(connection):
+            if reusable and await self._reset(connection, reset):
                 self._idle.append((connection, time.monotonic()))
                 return
             await self._close(connection)
@@ -274,16 +278,16 @@ class ConnectionPool:
             self._slots.release()
             self.last_used = time.monotonic()
 
-    async def _reset(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
+    async def _reset(
+        self, connection: psycopg.AsyncConnection[tuple[object, ...]], reset: bool
+    ) -> bool:
         if connection.closed or connection.info.transaction_status != pq.TransactionStatus.IDLE:
             return False
-        if not self._settings.reset_query:
+        if not self._settings.reset_query or not (reset or self._settings.reset_always):
             return True
         try:
-            await asyncio.wait_for(
-                connection.execute(self._settings.reset_query.encode()),
-                self._settings.connect_timeout,
-            )
+            async with asyncio.timeout(self._settings.connect_timeout):
+                await connection.execute(self._settings.reset_query.encode())
         except (psycopg.Error, TimeoutError):
             log.warning("session reset failed; connection discarded")
             return False
@@ -369,13 +373,13 @@ class PoolRegistry:
 
     @asynccontextmanager
     async def connection(
-        self, credentials: Credentials, client: str = "unknown"
+        self, credentials: Credentials, client: str = "unknown", reset: bool = True
     ) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
         """A connection for the duration of the block.
 
-        It is reset and returned to its pool after the block in the background (so the
-        answer is not delayed by the reset); if the block raised or was cancelled, the
-        connection is closed instead.
+        It is returned to its pool after the block in the background, after the reset
+        query if `reset` (so the answer is not delayed by it); if the block raised or
+        was cancelled, the connection is closed instead.
         """
         pool = self.pool_for(credentials)
         connection = await pool.acquire(credentials.password, client)
@@ -384,7 +388,7 @@ class PoolRegistry:
             yield connection
             reusable = True
         finally:
-            task = asyncio.get_running_loop().create_task(pool.release(connection, reusable))
+            task = asyncio.get_running_loop().create_task(pool.release(connection, reusable, reset))
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
 
@@ -392,8 +396,8 @@ class PoolRegistry:
         """Prove the credentials without running anything for the caller (cache hits,
         invalidations): free if they are the ones last accepted, else a fresh login."""
         if not self.pool_for(credentials).accepts(credentials.password):
-            async with self.connection(credentials, client):
-                pass
+            async with self.connection(credentials, client, reset=False):
+                pass  # nothing runs on it: its session is as it was opened
 
     async def sweep(self) -> None:
         """Close connections idle past the timeout; forget pools (and passwords) unused."""

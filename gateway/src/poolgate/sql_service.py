@@ -28,6 +28,7 @@ from poolgate.protocol import (
     parse_sql_request,
     request_credentials,
 )
+from poolgate.session_state import may_change_session
 
 READ_ONLY_VIOLATION = "25006"
 # Postgres cancels a statement at --statement-timeout itself; the gateway's own deadline
@@ -104,12 +105,13 @@ class SqlService:
         """Run on a pooled connection within the request deadline (the statement timeout
         plus a second): past it the answer is 504 and the connection is discarded."""
         deadline = self._settings.statement_timeout + DEADLINE_GRACE_SECONDS
-        async with self._pools.connection(request.credentials, client) as connection:
+        reset = any(may_change_session(statement.query) for statement in request.statements)
+        async with self._pools.connection(request.credentials, client, reset) as connection:
             try:
-                return await asyncio.wait_for(
-                    run_request(connection, request, self._settings.max_response_bytes, read_only),
-                    deadline,
-                )
+                async with asyncio.timeout(deadline):
+                    return await run_request(
+                        connection, request, self._settings.max_response_bytes, read_only
+                    )
             except TimeoutError:
                 raise OutcomeUnknown(
                     f"the database did not answer within {deadline:g} s: whether the request"

@@ -1,0 +1,373 @@
+"""The gateway next to PgBouncer, in one run, so that machine noise cancels in the ratios.
+
+One embedded PostgreSQL with the app's schema and 10k users; every path runs the same
+single-row `SELECT id, name, email FROM users WHERE id = $1` with a random id:
+
+- pgbench straight to Postgres (unix socket) and through PgBouncer (Debian's
+  `pgbouncer`, started here: transaction mode, the same pool size), `-M simple`;
+- poolgate uncached and cached (`Poolgate-Cache-TTL`), driven by wrk over loopback;
+- the Worker's `GET /users/{id}` on the CPython host, in front of that gateway;
+- 1,000 concurrent clients on the gateway: statuses, server connections, memory.
+
+Prints the table and every ratio issue 13 sets a target for.
+
+    uv run --group bench python bench/versus_pgbouncer.py [--seconds 10] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from devstack.migrate import apply_schema  # noqa: E402
+from tests.support.services import (  # noqa: E402
+    APP_DATABASE,
+    APP_PASSWORD,
+    APP_USER,
+    ConnectionSampler,
+    free_port,
+    make_app_url,
+    start_gateway,
+    start_postgres,
+    start_worker_server,
+    terminate,
+)
+
+ROWS = 10_000
+POOL_SIZE = 10
+QUERY = "SELECT id, name, email FROM users WHERE id = $1"
+PGBENCH_SCRIPT = f"\\set id random(1, {ROWS})\n" + QUERY.replace("$1", ":id") + ";\n"
+GATEWAY_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Neon-Connection-String"] = os.getenv("BENCH_CONNECTION_STRING")
+wrk.headers["Neon-Raw-Text-Output"] = "true"
+wrk.headers["Neon-Array-Mode"] = "true"
+if os.getenv("BENCH_CACHE_TTL") then
+  wrk.headers["Poolgate-Cache-TTL"] = os.getenv("BENCH_CACHE_TTL")
+end
+request = function()
+  return wrk.format(nil, "/sql", nil,
+    '{"query":"QUERY","params":[' .. math.random(1, ROWS) .. ']}')
+end
+""".replace("QUERY", QUERY).replace("ROWS", str(ROWS))
+WORKER_SCRIPT = """
+request = function()
+  return wrk.format("GET", "/users/" .. math.random(1, ROWS))
+end
+""".replace("ROWS", str(ROWS))
+
+
+@dataclass
+class Point:
+    rate: float  # requests or transactions per second
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+
+    def cell(self) -> str:
+        errors = f", {self.errors} errors" if self.errors else ""
+        return f"{self.rate:,.0f}/s (p50 {self.p50_ms:.2f}, p99 {self.p99_ms:.2f} ms{errors})"
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(url: str, clients: int, seconds: int, script: Path, env: dict[str, str]) -> Point:
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{min(2, clients)}",
+            f"-c{clients}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    failed = re.search(r"Socket errors: (.*)", out)
+    if failed:
+        print(f"    wrk socket errors: {failed.group(1)}", flush=True)
+    return Point(
+        rate,
+        _ms(*p50.groups()) if p50 else float("nan"),
+        _ms(*p99.groups()) if p99 else float("nan"),
+        int(errors.group(1)) if errors else 0,
+    )
+
+
+def run_pgbench(dsn_args: list[str], clients: int, seconds: int, script: Path) -> Point:
+    out = subprocess.run(
+        [
+            "pgbench",
+            "-n",
+            "-M",
+            "simple",
+            "-c",
+            str(clients),
+            "-j",
+            str(min(2, clients)),
+            "-T",
+            str(seconds),
+            "-f",
+            str(script),
+            *dsn_args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PGPASSWORD": APP_PASSWORD},
+    ).stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    average = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))  # type: ignore[union-attr]
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    # pgbench reports the average only: it stands in for p50 and p99 in the table
+    return Point(tps, average, float("nan"), int(failed.group(1)) if failed else 0)
+
+
+def start_pgbouncer(folder: Path, socket_dir: str) -> tuple[subprocess.Popen[bytes], int]:
+    """PgBouncer refuses to run as root: it runs as the owner of Postgres's socket dir."""
+    port = free_port()
+    folder.mkdir()
+    owner = Path(socket_dir).owner()
+    shutil.chown(folder, owner)
+    (folder / "userlist.txt").write_text(f'"{APP_USER}" "{APP_PASSWORD}"\n')
+    (folder / "pgbouncer.ini").write_text(
+        f"""[databases]
+{APP_DATABASE} = host={socket_dir} dbname={APP_DATABASE}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {folder / "userlist.txt"}
+pool_mode = transaction
+default_pool_size = {POOL_SIZE}
+max_client_conn = 2000
+logfile = {folder / "pgbouncer.log"}
+"""
+    )
+    process = subprocess.Popen(
+        ["pgbouncer", *(["-u", owner] if os.geteuid() == 0 else []), str(folder / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        probe = subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                APP_USER,
+                "-c",
+                "SELECT 1",
+                APP_DATABASE,
+            ],
+            capture_output=True,
+            env={**os.environ, "PGPASSWORD": APP_PASSWORD},
+        )
+        if probe.returncode == 0:
+            return process, port
+        time.sleep(0.2)
+    terminate(process)
+    raise RuntimeError(f"pgbouncer did not start: {(folder / 'pgbouncer.log').read_text()}")
+
+
+def family_rss_mib(pid: int) -> float:
+    parent = psutil.Process(pid)
+    processes = [parent, *parent.children(recursive=True)]
+    return float(sum(p.memory_info().rss for p in processes)) / 2**20
+
+
+async def storm(url: str, clients: int, seconds: float) -> Counter[int]:
+    """`clients` connections each sending requests back to back for `seconds`."""
+    import aiohttp
+
+    headers = {"Neon-Connection-String": make_app_url(), "Neon-Array-Mode": "true"}
+    statuses: Counter[int] = Counter()
+    stop_at = time.monotonic() + seconds
+
+    async def one_client(session: aiohttp.ClientSession, number: int) -> None:
+        while time.monotonic() < stop_at:
+            body = {"query": QUERY, "params": [number % ROWS + 1]}
+            try:
+                async with session.post(url, json=body, headers=headers) as reply:
+                    await reply.read()
+                    statuses[reply.status] += 1
+            except aiohttp.ClientError:
+                statuses[0] += 1  # no HTTP answer at all
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(one_client(session, n) for n in range(clients)))
+    return statuses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--clients", default="1,16,64")
+    parser.add_argument("--workers", default="", help="poolgate --workers (default: its own)")
+    parser.add_argument("--storm", type=int, default=1000, help="clients in the storm")
+    parser.add_argument("--only", default="", help="comma-separated: pgbench,poolgate,worker")
+    options = parser.parse_args()
+    for tool in ("wrk", "pgbench", "pgbouncer", "psql"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is needed: apt-get install wrk pgbouncer postgresql-client")
+    only = set(options.only.split(",")) if options.only else {"pgbench", "poolgate", "worker"}
+    clients = [int(c) for c in options.clients.split(",")]
+    seconds = options.seconds
+    folder = Path(tempfile.mkdtemp(prefix="bench-versus-"))
+    (folder / "select.sql").write_text(PGBENCH_SCRIPT)
+    (folder / "gateway.lua").write_text(GATEWAY_SCRIPT)
+    (folder / "worker.lua").write_text(WORKER_SCRIPT)
+    postgres = start_postgres(folder / "pg")
+    apply_schema(postgres.direct_url(APP_USER, APP_PASSWORD, APP_DATABASE))
+    with postgres.admin(APP_DATABASE) as conn:
+        conn.execute("TRUNCATE users RESTART IDENTITY CASCADE")
+        conn.execute(
+            "INSERT INTO users (email, name) SELECT 'u' || g || '@example.com', 'user ' || g"
+            f" FROM generate_series(1, {ROWS}) g"
+        )
+        conn.execute("ANALYZE users")
+    results: dict[str, dict[int, Point]] = {}
+
+    def record(name: str, count: int, point: Point) -> None:
+        results.setdefault(name, {})[count] = point
+        print(f"{name:44s} c={count:<3d} {point.cell()}", flush=True)
+
+    workers = ["--workers", options.workers] if options.workers else []
+    gateway_options = ["--pool-size", str(POOL_SIZE), *workers]
+    wrk_env = {"BENCH_CONNECTION_STRING": make_app_url()}
+    storm_result = ""
+    try:
+        if "pgbench" in only:
+            direct = ["-h", postgres.socket_dir, "-U", APP_USER, APP_DATABASE]
+            for count in clients:
+                record(
+                    "pgbench, direct",
+                    count,
+                    run_pgbench(direct, count, seconds, folder / "select.sql"),
+                )
+            bouncer, port = start_pgbouncer(folder / "pgbouncer", postgres.socket_dir)
+            try:
+                pooled = ["-h", "127.0.0.1", "-p", str(port), "-U", APP_USER, APP_DATABASE]
+                for count in clients:
+                    point = run_pgbench(pooled, count, seconds, folder / "select.sql")
+                    record("pgbench through PgBouncer", count, point)
+            finally:
+                terminate(bouncer)
+        gateway = start_gateway(postgres.upstream_url, folder, *gateway_options)
+        try:
+            url = f"{gateway.url}/sql"
+            if "poolgate" in only:
+                for count in clients:
+                    point = run_wrk(url, count, seconds, folder / "gateway.lua", wrk_env)
+                    record("poolgate, uncached", count, point)
+                cached_env = {**wrk_env, "BENCH_CACHE_TTL": "600"}
+                run_wrk(url, 16, seconds, folder / "gateway.lua", cached_env)  # fill
+                for count in clients:
+                    point = run_wrk(url, count, seconds, folder / "gateway.lua", cached_env)
+                    record("poolgate, cached", count, point)
+            if "worker" in only:
+                dev_vars = folder / ".dev.vars"
+                dev_vars.write_text(
+                    f"DATABASE_URL={make_app_url()}\nDATABASE_HTTP_ENDPOINT={url}\n"
+                    "LOCAL_DEVELOPMENT=true\n"
+                )
+                worker = start_worker_server(dev_vars, folder / "worker.log", "cpython")
+                try:
+                    for count in clients:
+                        point = run_wrk(worker.url, count, seconds, folder / "worker.lua", {})
+                        record("Worker GET /users/{id} (CPython host)", count, point)
+                finally:
+                    worker.stop()
+            if "poolgate" in only and options.storm:
+                sampler = ConnectionSampler(postgres, APP_USER)
+                with sampler:
+                    statuses = asyncio.run(storm(url, options.storm, seconds))
+                rss = family_rss_mib(gateway.process.pid)
+                storm_result = (
+                    f"{options.storm} clients for {seconds} s on --pool-size {POOL_SIZE}:"
+                    f" statuses {dict(sorted(statuses.items()))}, at most {sampler.highest}"
+                    f" server connections, gateway processes {rss:.0f} MiB RSS in all"
+                )
+                print(storm_result, flush=True)
+        finally:
+            gateway.stop()
+    finally:
+        postgres.stop()
+    report(results, clients, storm_result, options)
+
+
+def report(
+    results: dict[str, dict[int, Point]], clients: list[int], storm_result: str, options: object
+) -> None:
+    cpu = platform.processor() or platform.machine()
+    print(f"\n{date.today()}, {os.cpu_count()} vCPUs ({cpu}), {options}\n")
+    print("| path | " + " | ".join(f"{c} client{'s' * (c > 1)}" for c in clients) + " |")
+    print("|---" * (len(clients) + 1) + "|")
+    for name, points in results.items():
+        print(f"| {name} | " + " | ".join(points[c].cell() for c in clients if c in points) + " |")
+    if storm_result:
+        print(f"\nStorm: {storm_result}")
+    bouncer = results.get("pgbench through PgBouncer", {})
+    uncached = results.get("poolgate, uncached", {})
+    cached = results.get("poolgate, cached", {})
+    worker = results.get("Worker GET /users/{id} (CPython host)", {})
+    targets: list[tuple[str, float, str]] = []
+    if 16 in bouncer and 16 in uncached:
+        targets.append(
+            ("uncached / PgBouncer, 16 clients", uncached[16].rate / bouncer[16].rate, ">= 0.20")
+        )
+        targets.append(("uncached p99 ms, 16 clients", uncached[16].p99_ms, "<= 10"))
+    if 64 in uncached:
+        targets.append(
+            ("uncached p99 / p50, 64 clients", uncached[64].p99_ms / uncached[64].p50_ms, "<= 4")
+        )
+    if 16 in bouncer and 16 in cached:
+        targets.append(
+            ("cached / PgBouncer, 16 clients", cached[16].rate / bouncer[16].rate, ">= 0.40")
+        )
+    if 1 in worker and 1 in uncached:
+        added = worker[1].p50_ms / uncached[1].p50_ms - 1
+        targets.append(("Worker p50 over the gateway's, 1 client", added, "<= 0.40"))
+    print("\n| ratio | measured | target |\n|---|---|---|")
+    for name, value, target in targets:
+        print(f"| {name} | {value:.2f} | {target} |")
+
+
+if __name__ == "__main__":
+    main()
