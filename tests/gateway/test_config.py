@@ -76,8 +76,8 @@ def test_environment_variables_configure_what_options_do_not(postgres: EmbeddedP
     ) as process:
         try:
             assert process.stdout is not None
-            first_line = process.stdout.readline()
-            assert f'"url": "http://127.0.0.1:{port}"' in first_line
+            listening = next(line for line in process.stdout if '"listening"' in line)
+            assert f'"url": "http://127.0.0.1:{port}"' in listening
             assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
         finally:
             process.terminate()

@@ -50,7 +50,10 @@ async def test_the_global_cap_closes_an_idle_roles_connections_to_serve_a_busy_o
     gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
     idle, busy = make_role(postgres, "cap_idle"), make_role(postgres, "cap_busy")
-    gateway = gateways("--max-connections", "3", "--pool-size", "3", "--acquire-timeout", "1")
+    # one worker: the cap is split between workers (see test_workers for the whole)
+    gateway = gateways(
+        "--max-connections", "3", "--pool-size", "3", "--acquire-timeout", "1", "--workers", "1"
+    )
     assert await concurrently(gateway.url, idle, ["SELECT pg_sleep(0.2)"] * 3) == [200] * 3
     assert roles_connections(postgres, "cap_idle") == 3  # now idle in its pool
     assert await concurrently(gateway.url, busy, ["SELECT pg_sleep(0.2)"] * 3) == [200] * 3
@@ -62,7 +65,7 @@ async def test_past_the_global_cap_with_nothing_idle_the_answer_is_503(
     gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
     first, second = make_role(postgres, "cap_first"), make_role(postgres, "cap_second")
-    gateway = gateways("--max-connections", "2", "--acquire-timeout", "0.5")
+    gateway = gateways("--max-connections", "2", "--acquire-timeout", "0.5", "--workers", "1")
     holding = asyncio.create_task(concurrently(gateway.url, first, ["SELECT pg_sleep(2)"] * 2))
     await asyncio.sleep(0.5)
     refused = post_sql(gateway.url, second, {"query": "SELECT 1"})

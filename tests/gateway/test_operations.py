@@ -31,7 +31,7 @@ def test_readyz_is_200_with_a_reachable_upstream_and_503_without(
 def test_metrics_report_requests_latency_pools_and_sqlstates(
     gateways: GatewayFactory, app_url: str
 ) -> None:
-    fresh = gateways()
+    fresh = gateways("--workers", "1")  # test_workers: the same, added up over workers
     post_sql(fresh.url, app_url, {"query": "SELECT 1/0"})  # its connection is discarded
     post_sql(fresh.url, app_url, {"query": "SELECT 1"})
     post_sql(fresh.url, app_url, {"query": "SELECT 1"})

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from psycopg import pq
@@ -32,9 +33,10 @@ from poolgate.errors import (
     Unavailable,
 )
 from poolgate.json_server import parse_failure
-from poolgate.metrics import CONTENT_TYPE, Metrics
+from poolgate.metrics import CONTENT_TYPE, Metrics, merge_expositions
 from poolgate.pool import PoolRegistry
 from poolgate.request_log import RequestLog
+from poolgate.siblings import Siblings
 from poolgate.sql_service import SqlService
 
 log = logging.getLogger("poolgate.http")
@@ -73,17 +75,61 @@ class Gateway:
 
     `clock` dates cache entries (tests pass one they control)."""
 
-    def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock = time.time, siblings: Siblings | None = None
+    ) -> None:
         self.settings = settings
         self.pools = PoolRegistry(settings)
         store = make_store(settings)
         cache = QueryCache(store, clock) if store is not None else None
         self.service = SqlService(settings, self.pools, cache)
         self.metrics = Metrics(self.pools, cache)
+        self.siblings = siblings
+        if siblings is not None:
+            self.pools.throttle.share = siblings.login_failed
+            if cache is not None and isinstance(store, MemoryStore):
+                cache.peers = siblings.invalidate  # Redis is shared: nothing to tell
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Start background work; with siblings, answer them (before serving HTTP)."""
+        if self.siblings is not None:
+            await self.siblings.start(
+                {
+                    "invalidate": self._invalidate_for_sibling,
+                    "login_failed": self._login_failed_at_sibling,
+                    "metrics": self._metrics_for_sibling,
+                }
+            )
         self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def _invalidate_for_sibling(self, message: dict[str, Any]) -> int:
+        cache = self.service.cache
+        return await cache.invalidate_here(tuple(message["tags"])) if cache is not None else 0
+
+    async def _login_failed_at_sibling(self, message: dict[str, Any]) -> None:
+        self.pools.throttle.failed(message["address"], message["user"])
+
+    async def _metrics_for_sibling(self, message: dict[str, Any]) -> str:
+        return (await self.own_metrics()).decode()
+
+    async def own_metrics(self) -> bytes:
+        """This process's metrics exposition."""
+        cache = self.service.cache
+        if cache is not None:
+            await cache.refresh_size()  # Redis is asked here, not on every request
+        return self.metrics.render()
+
+    async def all_metrics(self) -> bytes:
+        """The gateway's metrics: this worker's, added up with its siblings'."""
+        own = await self.own_metrics()
+        if self.siblings is None:
+            return own
+        try:
+            others = await self.siblings.metrics()
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise Unavailable(f"a sibling worker did not report its metrics: {exc!r}") from None
+        return merge_expositions([own.decode(), *others])
 
     async def _sweep_forever(self) -> None:
         interval = min(30.0, self.settings.idle_timeout / 2)
@@ -102,6 +148,8 @@ class Gateway:
         cache = self.service.cache
         if cache is not None:
             await cache.drain()
+        if self.siblings is not None:
+            await self.siblings.close()
         await self.pools.close()
         if cache is not None:
             await cache.store.close()
@@ -153,18 +201,15 @@ class Gateway:
         path = request.path
         if path not in _OPERATIONAL_PATHS:
             self.metrics.observe(outcome, seconds, sqlstate)
-        REQUEST_LOG.write(
-            {
-                "event": "request",
-                "request_id": request_id,
-                "method": request.method,
-                "path": path,
-                "status": status,
-                "outcome": outcome,
-                "duration_ms": round(seconds * 1000, 3),
-                "rows": rows,
-                "sqlstate": sqlstate,
-            }
+        REQUEST_LOG.request(
+            request_id,
+            request.method,
+            path,
+            status,
+            outcome,
+            round(seconds * 1000, 3),
+            rows,
+            sqlstate,
         )
 
 
@@ -276,10 +321,7 @@ async def _readyz(gateway: Gateway, request: web.BaseRequest) -> web.StreamRespo
 async def _metrics(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
     # it names every tenant (user, database): with API keys on, only key holders see it
     require_api_key(request.headers, gateway.settings.api_keys)
-    cache = gateway.service.cache
-    if cache is not None:
-        await cache.refresh_size()  # Redis is asked here, not on every request
-    return web.Response(body=gateway.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+    return web.Response(body=await gateway.all_metrics(), headers={"Content-Type": CONTENT_TYPE})
 
 
 _READS = frozenset({"GET", "HEAD"})

@@ -58,6 +58,8 @@ class QueryCache:
         self.clock = clock
         self.counters = CacheCounters()
         self.bytes_held = 0  # as of the last refresh_size()
+        # other processes' caches an invalidation must reach too (see siblings)
+        self.peers: Callable[[tuple[str, ...]], Awaitable[int]] | None = None
         # (key, tag versions seen when the run started) -> the upstream run
         self._inflight: dict[tuple[str, tuple[int, ...]], asyncio.Task[Outcome]] = {}
 
@@ -105,7 +107,15 @@ class QueryCache:
             self._store_failed(exc)
 
     async def invalidate(self, tags: tuple[str, ...]) -> int:
-        """Drop tagged entries; raises CacheUnavailable if the store cannot be reached."""
+        """Drop tagged entries here and in `peers` (sibling workers' own caches); raises
+        CacheUnavailable if the store or a peer cannot be reached."""
+        dropped = await self.invalidate_here(tags)
+        if self.peers is not None:
+            dropped += await self.peers(tags)
+        return dropped
+
+    async def invalidate_here(self, tags: tuple[str, ...]) -> int:
+        """Drop tagged entries of this process's store only."""
         try:
             dropped = await self.store.invalidate(tags)
         except CacheUnavailable as exc:

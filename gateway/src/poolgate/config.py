@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from psycopg.conninfo import conninfo_to_dict
+if TYPE_CHECKING:
+    import ssl
 
 MiB = 1024 * 1024
 
@@ -42,6 +43,15 @@ class Settings:
     api_keys: tuple[str, ...] = ()  # when set, every call must carry one (see api_keys)
     tls_cert: str | None = None  # PEM certificate chain: with tls_key, serve HTTPS
     tls_key: str | None = None
+    workers: int = 1  # processes sharing the port; pool_size and max_connections are split
+
+    def for_worker(self, index: int) -> Settings:
+        """This worker's share of the connection bounds: the bounds hold for all together."""
+        return replace(
+            self,
+            pool_size=share(self.pool_size, self.workers, index),
+            max_connections=share(self.max_connections, self.workers, index),
+        )
 
     def __repr__(self) -> str:  # keys stay out of logs and tracebacks
         return f"Settings(listen={self.listen_host}:{self.listen_port}, keys={len(self.api_keys)})"
@@ -142,12 +152,24 @@ _OPTIONS = (
         "PEM certificate chain: serve HTTPS (TLS 1.2 or later) instead of plain HTTP",
     ),
     ("--tls-key", "POOLGATE_TLS_KEY", "PEM private key of --tls-cert"),
+    (
+        "--workers",
+        "POOLGATE_WORKERS",
+        "processes serving the port together (SO_REUSEPORT; default: the CPUs this process "
+        "may use, at most --pool-size); --pool-size and --max-connections are split between "
+        "them, so the bounds hold for the gateway as a whole",
+    ),
 )
 MIN_API_KEY_LENGTH = 16
 
 
-def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `argv` (options after `serve`), falling back to the environment."""
+def parse_settings(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None, *, check_upstream: bool = True
+) -> Settings:
+    """Settings from `argv` (options after `serve`), falling back to the environment.
+
+    `check_upstream=False` leaves `upstream` empty after a first look at it, without
+    importing libpq (the supervisor of `--workers` stays small; its workers check it)."""
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="poolgate serve", exit_on_error=False)
     for option, variable, help_text in _OPTIONS:
@@ -166,7 +188,9 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     host, port = parse_listen(args.listen or "127.0.0.1:4444")
     reset = args.reset_query if args.reset_query is not None else "DISCARD ALL"
     settings = Settings(
-        upstream=parse_upstream(args.upstream),
+        upstream=parse_upstream(args.upstream)
+        if check_upstream
+        else _looks_like_url(args.upstream),
         listen_host=host,
         listen_port=port,
         pool_size=_positive_int("--pool-size", args.pool_size, 10),
@@ -186,6 +210,15 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )
+    workers = _positive_int("--workers", args.workers, len(os.sched_getaffinity(0)))
+    if args.workers is None:
+        workers = min(workers, settings.pool_size, settings.max_connections)
+    elif workers > min(settings.pool_size, settings.max_connections):
+        raise ConfigError(
+            f"--workers {workers} is more than --pool-size/--max-connections allow: every"
+            " worker needs at least one connection of its own"
+        )
+    settings = replace(settings, workers=workers)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
     if settings.tls_cert:
@@ -195,6 +228,8 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
 
 def server_tls_context(settings: Settings) -> ssl.SSLContext:
     """HTTPS for the listener: TLS 1.2 or later, the ssl module's secure defaults."""
+    import ssl  # here, not at import: the supervisor of --workers stays small
+
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -229,13 +264,20 @@ def parse_cache(value: str) -> str:
     raise ConfigError(f"--cache must be memory, off or a redis:// URL, got {value!r}")
 
 
-def parse_upstream(url: str) -> dict[str, str]:
-    """libpq keywords for the upstream server; credentials and database are refused."""
+def _looks_like_url(url: str) -> dict[str, str]:
     if not url.startswith(("postgres://", "postgresql://")):
         raise ConfigError(
             f"--upstream must be a postgresql:// URL such as postgresql://127.0.0.1:5432, "
             f"got {url!r}"
         )
+    return {}
+
+
+def parse_upstream(url: str) -> dict[str, str]:
+    """libpq keywords for the upstream server; credentials and database are refused."""
+    from psycopg.conninfo import conninfo_to_dict  # libpq: only where connections are made
+
+    _looks_like_url(url)
     try:
         params = conninfo_to_dict(url)
     except Exception as exc:
@@ -248,6 +290,11 @@ def parse_upstream(url: str) -> dict[str, str]:
             )
     params.setdefault("host", "localhost")
     return {key: str(value) for key, value in params.items() if value is not None}
+
+
+def share(total: int, parts: int, index: int) -> int:
+    """Part `index` of `total` split into `parts` as evenly as whole numbers allow."""
+    return total // parts + (1 if index < total % parts else 0)
 
 
 def parse_reset_mode(value: str) -> bool:

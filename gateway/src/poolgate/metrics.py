@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from poolgate.cache import QueryCache
 from poolgate.pool import PoolRegistry
@@ -139,3 +141,36 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def merge_expositions(texts: list[str]) -> bytes:
+    """Several workers' expositions as one: samples with the same name and labels are
+    added up (counters, gauges, histogram buckets alike: each worker holds its share),
+    except `_created` timestamps, of which the earliest is kept."""
+    families: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            _, _, samples = families.setdefault(
+                family.name, (family.type, family.documentation, {})
+            )
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in samples:
+                    samples[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    samples[key] = min(samples[key], sample.value)
+                else:
+                    samples[key] += sample.value
+    lines: list[str] = []
+    for name, (kind, documentation, samples) in families.items():
+        help_text = documentation.replace("\\", r"\\").replace("\n", r"\n")
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        for (sample_name, labels), value in samples.items():
+            label_text = ",".join(f'{key}="{_escape(label)}"' for key, label in labels)
+            braces = f"{{{label_text}}}" if label_text else ""
+            lines.append(f"{sample_name}{braces} {floatToGoString(value)}")  # type: ignore[no-untyped-call]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")

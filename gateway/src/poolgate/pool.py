@@ -189,7 +189,7 @@ class ConnectionPool:
                     return await self._reuse() or await self._connect(password)
                 return await self._connect(password)
             except AuthenticationFailed:
-                self._throttle.failed(client, self.user)
+                await self._throttle.record_failure(client, self.user)
                 self._slots.release()
                 raise
             except BaseException:

@@ -23,6 +23,7 @@ What text cannot show: a function of your own that changes the session from its 
 
 from __future__ import annotations
 
+import functools
 import re
 
 # The first keyword of statements that leave the session as they found it.
@@ -47,6 +48,7 @@ def first_keyword(query: str) -> str:
     return word.group().lower() if word else ""
 
 
+@functools.lru_cache(maxsize=4096)  # clients send the same few statements over and over
 def may_change_session(query: str) -> bool:
     """True unless the statement surely leaves its session as it found it."""
     if first_keyword(query) not in _PLAIN or _SESSION_CHANGING.search(query):
@@ -55,6 +57,7 @@ def may_change_session(query: str) -> bool:
     return any(found.group(1).lower() not in ("insert", "merge") for found in _INTO.finditer(query))
 
 
+@functools.lru_cache(maxsize=4096)
 def reads_session_sequences(query: str) -> bool:
     """`currval`/`lastval` answer from the session: they must not see another request's."""
     return _READS_SEQUENCE_STATE.search(query) is not None

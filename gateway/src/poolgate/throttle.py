@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from poolgate.errors import TooManyLogins
 
@@ -31,6 +31,7 @@ class LoginThrottle:
         self.clock = clock
         self.refused = 0  # attempts refused without reaching Postgres (a metric)
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.share: Callable[[str, str], Awaitable[None]] | None = None  # see siblings
 
     def check(self, address: str, user: str) -> None:
         """Raise TooManyLogins if either key has used up its failures."""
@@ -40,6 +41,12 @@ class LoginThrottle:
             if failures is not None and len(failures) >= self.limit:
                 self.refused += 1
                 raise TooManyLogins(max(1, math.ceil(failures[0] + self.window - now)))
+
+    async def record_failure(self, address: str, user: str) -> None:
+        """A failed login: counted here and, through `share`, in sibling workers."""
+        self.failed(address, user)
+        if self.share is not None:
+            await self.share(address, user)
 
     def failed(self, address: str, user: str) -> None:
         now = self.clock()

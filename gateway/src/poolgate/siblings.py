@@ -1,0 +1,130 @@
+"""The other worker processes of one gateway, reached over unix sockets.
+
+With `--workers N`, N processes share the listening port, each with its own pools and
+(with `--cache memory`) its own cache. What must hold for the gateway as a whole goes
+through here:
+
+- an invalidation reaches every worker's cache before the write that caused it is
+  answered (each sibling acknowledges); a sibling that cannot be reached in time makes
+  the invalidation fail as an unreachable Redis does (`CacheUnavailable`): the write is
+  answered with `Poolgate-Invalidate-Status: failed`. A sibling whose socket is gone
+  is not running, and a worker that starts begins with an empty cache: nothing to drop;
+- a failed login counts against the client and user in every worker (the throttle);
+- `/metrics` sums every worker's samples.
+
+Each worker listens on `<dir>/<index>.sock` before it serves HTTP. Messages are one
+JSON object per line; every request gets one reply line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from poolgate.cache_stores import CacheUnavailable
+
+log = logging.getLogger("poolgate.siblings")
+
+REPLY_TIMEOUT = 2.0  # seconds a sibling may take to answer
+MAX_LINE = 64 * 1024 * 1024  # a metrics reply of many pools is the longest line
+
+Handlers = dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]
+
+
+class _Link:
+    """One connection to one sibling, used by one request at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def ask(self, message: dict[str, Any]) -> Any:
+        """The sibling's reply; None if it is not running (no socket, nobody listening)."""
+        async with self._lock:
+            try:
+                if self._streams is None:
+                    self._streams = await asyncio.open_unix_connection(self.path, limit=MAX_LINE)
+            except (FileNotFoundError, ConnectionRefusedError):
+                return None
+            reader, writer = self._streams
+            try:
+                async with asyncio.timeout(REPLY_TIMEOUT):
+                    writer.write(json.dumps(message).encode() + b"\n")
+                    await writer.drain()
+                    line = await reader.readline()
+                if not line:
+                    raise ConnectionResetError("the sibling hung up")
+                return json.loads(line)["reply"]
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
+class Siblings:
+    def __init__(self, directory: Path, index: int, count: int) -> None:
+        self.index = index
+        self._path = directory / f"{index}.sock"
+        self._links = [
+            _Link(directory / f"{other}.sock") for other in range(count) if other != index
+        ]
+        self._handlers: Handlers = {}
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, handlers: Handlers) -> None:
+        """Answer siblings' requests with `handlers` (by message "op")."""
+        self._handlers = handlers
+        self._path.unlink(missing_ok=True)  # a crashed predecessor's socket
+        self._server = await asyncio.start_unix_server(self._serve, self._path, limit=MAX_LINE)
+
+    async def close(self) -> None:
+        for link in self._links:
+            link.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self._path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while line := await reader.readline():
+                message = json.loads(line)
+                reply = await self._handlers[message["op"]](message)
+                writer.write(json.dumps({"reply": reply}).encode() + b"\n")
+                await writer.drain()
+        writer.close()
+
+    async def ask_all(self, message: dict[str, Any]) -> list[Any]:
+        """Every running sibling's reply (raises if one fails or is too slow)."""
+        replies = await asyncio.gather(*(link.ask(message) for link in self._links))
+        return [reply for reply in replies if reply is not None]
+
+    async def invalidate(self, tags: tuple[str, ...]) -> int:
+        """Drop `tags` in every sibling's cache; the entries they dropped."""
+        try:
+            replies = await self.ask_all({"op": "invalidate", "tags": list(tags)})
+        except (OSError, TimeoutError, ValueError) as exc:
+            log.warning("a sibling worker did not confirm an invalidation: %r", exc)
+            raise CacheUnavailable(f"a sibling worker did not confirm: {exc!r}") from None
+        return sum(int(reply) for reply in replies)
+
+    async def login_failed(self, address: str, user: str) -> None:
+        """Count a failed login in every sibling's throttle (best effort)."""
+        try:
+            await self.ask_all({"op": "login_failed", "address": address, "user": user})
+        except (OSError, TimeoutError, ValueError) as exc:
+            log.warning("a sibling worker did not record a failed login: %r", exc)
+
+    async def metrics(self) -> list[str]:
+        """Every running sibling's metrics exposition; raises if one cannot answer."""
+        return [str(text) for text in await self.ask_all({"op": "metrics"})]
