@@ -124,7 +124,7 @@ def start_worker(runtime: str, port: int, log_path: Path) -> tuple[subprocess.Po
     if runtime == "cpython":
         return process, (
             "the Worker's route table is running on CPython (NOT workerd/Pyodide): "
-            "same handlers, httpx instead of the runtime's fetch"
+            "same handlers, aiohttp's client instead of the runtime's fetch"
         )
     return process, (
         "the Worker is running in Pyodide 314.0.7 under Node.js (NOT workerd): entry.py,"

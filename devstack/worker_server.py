@@ -1,7 +1,7 @@
 """The Worker's route table served on CPython, for when workerd's Python runtime cannot
 start (it downloads Pyodide at start-up). Same app, same `.dev.vars`; the transport is
-httpx instead of the runtime's fetch, and deferred work runs as asyncio tasks instead
-of `ctx.waitUntil`.
+aiohttp's client instead of the runtime's fetch, and deferred work runs as asyncio tasks
+instead of `ctx.waitUntil`, on uvloop.
 
 It is aiohttp's low-level server, so every answer is the app's: the path is handed over
 as sent (percent-encoding kept), request lines and headers far past the app's own
@@ -23,11 +23,13 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from aiohttp import web
 from poolgate.json_server import JsonErrorServer, parse_failure
 
 from app import App, Services, database_from_env
-from db.transport import HttpxTransport
+from db.transport import Transport
+from devstack.aiohttp_transport import AiohttpTransport
 from devstack.migrate import read_dotenv
 from errors import BadRequest, error_response
 from routes.table import build_app
@@ -38,9 +40,7 @@ from web import MAX_BODY_BYTES, Request
 PARSER_LINE_LIMIT = 1024 * 1024
 
 
-def services_from(
-    dev_vars: Path, transport: HttpxTransport, tasks: set[asyncio.Task[Any]]
-) -> Services:
+def services_from(dev_vars: Path, transport: Transport, tasks: set[asyncio.Task[Any]]) -> Services:
     def defer(work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
         tasks.add(task)
@@ -92,7 +92,7 @@ def answer_unparsable(exc: BaseException | None) -> web.Response:
 
 async def run(app: App, dev_vars: Path, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM; then finish deferred work and close the transport."""
-    transport = HttpxTransport()
+    transport = AiohttpTransport()
     tasks: set[asyncio.Task[Any]] = set()
     services = services_from(dev_vars, transport, tasks)
 
@@ -126,9 +126,8 @@ async def run(app: App, dev_vars: Path, host: str, port: int) -> None:
 
 def serve(app: App, dev_vars: Path, host: str, port: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per query is noise here
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(app, dev_vars, host, port))
+        uvloop.run(run(app, dev_vars, host, port))
 
 
 def main() -> None:

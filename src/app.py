@@ -26,6 +26,7 @@ from errors import (
     error_response,
 )
 from idempotency import IdempotencyKey, keyed_write
+from request_log import request_log
 from router import Match, MatchKind, Router
 from web import (
     MAX_BODY_BYTES,
@@ -194,12 +195,5 @@ async def _write_log_row(
         "duration_ms": duration_ms,
         "request_id": request_id,
     }
-    try:
-        await database.execute(
-            "INSERT INTO logs (level, message, meta) VALUES ($1, $2, $3)",
-            level,
-            f"{request.method} {request.path} {response.status}",
-            meta,
-        )
-    except Exception as exc:  # a lost log row must never fail the request it describes
-        log.warning("could not write the request log row: %r", exc)
+    message = f"{request.method} {request.path} {response.status}"
+    await request_log(database).write(level, message, meta)  # batched; never raises

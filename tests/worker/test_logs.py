@@ -1,8 +1,16 @@
-"""Logs: every request writes one; clients read them newest first and add their own."""
+"""Logs: every request writes one (in batches); clients read them newest first and add
+their own."""
 
 from __future__ import annotations
 
-from tests.worker.conftest import WorkerClient
+import asyncio
+import uuid
+
+from db.client import Database
+from db.transport import HttpCall, HttpReply, HttpxTransport
+from request_log import RequestLog
+from tests.support.services import Gateway
+from tests.worker.conftest import WorkerClient, config_for
 
 
 async def test_every_request_writes_a_log_row_with_status_and_request_id(
@@ -46,3 +54,49 @@ async def test_logs_page_backwards_through_older_entries(client: WorkerClient) -
     rest = (await client.get(f"/logs?level=debug&limit=2&cursor={first['next_cursor']}")).json()
     assert [log["message"] for log in rest["items"]] == ["entry 0"]
     assert rest["next_cursor"] is None
+
+
+class CountingTransport:
+    """The real transport, counting the calls that reach the endpoint."""
+
+    def __init__(self, inner: HttpxTransport) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def __call__(self, call: HttpCall) -> HttpReply:
+        self.calls += 1
+        return await self.inner(call)
+
+
+async def test_log_rows_of_concurrent_requests_share_inserts_and_all_land(
+    gateway: Gateway, database: Database
+) -> None:
+    transport = CountingTransport(HttpxTransport())
+    batched = RequestLog(Database(config_for(gateway.url), transport))
+    marker = f"batch-{uuid.uuid4()}"
+    await asyncio.gather(
+        *(batched.write("info", marker, {"n": n, "path": "/ünïcode"}) for n in range(60))
+    )
+    await transport.inner.aclose()
+    rows = await database.query(
+        "SELECT (meta->>'n')::int AS n, meta->>'path' AS path FROM logs WHERE message = $1"
+        " ORDER BY id",
+        marker,
+    )
+    assert [row["n"] for row in rows] == list(range(60))  # every row, in arrival order
+    assert {row["path"] for row in rows} == {"/ünïcode"}
+    assert transport.calls == 2  # the first row alone, then the 59 that came meanwhile
+
+
+async def test_a_batch_whose_writer_is_cancelled_never_leaves_the_others_waiting(
+    gateway: Gateway, database: Database
+) -> None:
+    transport = CountingTransport(HttpxTransport())
+    batched = RequestLog(Database(config_for(gateway.url), transport))
+    first = asyncio.ensure_future(batched.write("info", "first", {}))
+    leader = asyncio.ensure_future(batched.write("info", "leader", {}))  # waits for first
+    follower = asyncio.ensure_future(batched.write("info", "follower", {}))
+    await asyncio.sleep(0)
+    leader.cancel()
+    await asyncio.wait_for(asyncio.gather(first, follower), 10)
+    await transport.inner.aclose()
