@@ -79,7 +79,7 @@ def test_failed_logins_are_throttled_per_user_without_reaching_postgres(
     gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
     make_role(postgres, "throttled_user")
-    gateway = gateways()
+    gateway = gateways("--workers", "1")  # across workers: test_workers
     wrong = "postgresql://throttled_user:wrong@db.invalid/appdb"
     codes = [post_sql(gateway.url, wrong, {"query": "SELECT 1"}).status_code for _ in range(10)]
     assert codes == [400] * 10  # each one a real 28P01 from Postgres

@@ -7,15 +7,18 @@ Errors become responses in exactly one place, `_answer_error`; every response ca
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
@@ -28,6 +31,7 @@ from poolgate.errors import (
     BodyTimeout,
     GatewayError,
     MethodNotAllowed,
+    NoSuchTransaction,
     RequestTooLarge,
     RouteNotFound,
     Unavailable,
@@ -37,7 +41,8 @@ from poolgate.metrics import CONTENT_TYPE, Metrics, merge_expositions
 from poolgate.pool import PoolRegistry
 from poolgate.request_log import RequestLog
 from poolgate.siblings import Siblings
-from poolgate.sql_service import SqlService
+from poolgate.sql_service import TRANSACTION_HEADER, SqlService
+from poolgate.transactions import Transactions
 
 log = logging.getLogger("poolgate.http")
 REQUEST_LOG = RequestLog()
@@ -50,9 +55,11 @@ _CORS_HEADERS = {
         "Authorization, Content-Type, Neon-Connection-String, Neon-Raw-Text-Output, "
         "Neon-Array-Mode, Neon-Batch-Isolation-Level, Neon-Batch-Read-Only, "
         "Neon-Batch-Deferrable, Poolgate-Cache-TTL, Poolgate-Cache-SWR, Poolgate-Cache-Tags, "
-        "Poolgate-Invalidate-Tags"
+        "Poolgate-Invalidate-Tags, Poolgate-Transaction"
     ),
-    "Access-Control-Expose-Headers": "Neon-Request-Id, Poolgate-Cache-Status, Age",
+    "Access-Control-Expose-Headers": (
+        "Neon-Request-Id, Poolgate-Cache-Status, Poolgate-Invalidate-Status, Age"
+    ),
     "Access-Control-Max-Age": "86400",
 }
 
@@ -82,8 +89,15 @@ class Gateway:
         self.pools = PoolRegistry(settings)
         store = make_store(settings)
         cache = QueryCache(store, clock) if store is not None else None
-        self.service = SqlService(settings, self.pools, cache)
+        index = siblings.index if siblings is not None else 0
         self.metrics = Metrics(self.pools, cache)
+        transactions = Transactions(
+            settings, self.pools, id_prefix=f"{index}.", on_end=self.metrics.transaction_ended
+        )
+        self.metrics.watch_transactions(transactions)
+        self.service = SqlService(settings, self.pools, cache, transactions)
+        # a forwarded call may run a statement: the sibling's deadline, and a little more
+        self._forward_timeout = settings.statement_timeout + 5.0
         self.siblings = siblings
         if siblings is not None:
             self.pools.throttle.share = siblings.login_failed
@@ -99,6 +113,7 @@ class Gateway:
                     "invalidate": self._invalidate_for_sibling,
                     "login_failed": self._login_failed_at_sibling,
                     "metrics": self._metrics_for_sibling,
+                    "call": self._call_for_sibling,
                 }
             )
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -150,6 +165,7 @@ class Gateway:
             await cache.drain()
         if self.siblings is not None:
             await self.siblings.close()
+        await self.service.transactions.close()
         await self.pools.close()
         if cache is not None:
             await cache.store.close()
@@ -161,15 +177,20 @@ class Gateway:
         sqlstate = None
         rows: int | None = None
         try:
-            route = _ROUTES.get(request.path)
-            if route is None:
-                raise RouteNotFound("not found: the gateway serves POST /sql")
-            methods, handler = route
-            if methods is not None and request.method not in methods:
-                raise MethodNotAllowed(f"method {request.method} is not allowed here")
-            response = await handler(self, request)
+            if _is_transaction_call(request):
+                response = await self._transaction_call(request)
+            else:
+                route = _ROUTES.get(request.path)
+                if route is None:
+                    raise RouteNotFound("not found: the gateway serves POST /sql")
+                methods, handler = route
+                if methods is not None and request.method not in methods:
+                    raise MethodNotAllowed(f"method {request.method} is not allowed here")
+                response = await handler(self, request)
             rows = _rows_of(response)
             outcome = "ok"
+            if isinstance(response, _Relayed):  # answered by the sibling that owns it
+                outcome, sqlstate = response.outcome, response.sqlstate
         except asyncio.CancelledError:
             self._record(request, request_id, 499, started, "client_closed", None, None)
             raise
@@ -185,6 +206,66 @@ class Gateway:
         headers.setdefault("Access-Control-Allow-Origin", "*")
         self._record(request, request_id, response.status, started, outcome, sqlstate, rows)
         return response
+
+    async def _transaction_call(self, request: web.BaseRequest) -> web.StreamResponse:
+        """`POST /transaction[/<id>/commit|rollback]` and `/sql` inside a transaction:
+        answered here, or by the sibling worker that holds the transaction."""
+        if request.method == "OPTIONS":
+            return web.Response(status=200, headers={**_CORS_HEADERS, "Allow": "OPTIONS, POST"})
+        if request.method != "POST":
+            raise MethodNotAllowed(f"method {request.method} is not allowed here; use POST")
+        require_api_key(request.headers, self.settings.api_keys)
+        call = Call(
+            request.path,
+            request.headers,
+            await _read_body(self.settings, request),
+            request.remote or "unknown",
+        )
+        owner = call.owner()
+        if self.siblings is None or owner is None or owner == self.siblings.index:
+            return await self.answer_call(call)
+        try:
+            reply = await self.siblings.forward(
+                owner, {"op": "call", **call.message()}, self._forward_timeout
+            )
+        except (OSError, TimeoutError, ValueError):
+            # the worker that held it is gone (and its connection with it: rolled back)
+            raise NoSuchTransaction() from None
+        return _Relayed.of(reply)
+
+    async def answer_call(self, call: Call) -> web.Response:
+        """A transaction call, answered by this worker (it holds the transaction)."""
+        service = self.service
+        if call.path == "/sql":
+            answer = await service.answer(call.headers, call.body, call.client)
+            response = _RowsResponse(
+                body=answer.outcome.body,
+                content_type=JSON_TYPE,
+                headers={"Poolgate-Cache-Status": "none"},
+            )
+            response.rows = answer.outcome.row_count
+            return response
+        if call.path == TRANSACTION_PATH:
+            opened = await service.begin(call.headers, call.body, call.client)
+            return web.json_response(opened, status=201)
+        transaction_id, action = call.target()
+        if action == "commit":
+            dropped = await service.commit(transaction_id, call.headers)
+            headers = {} if dropped else {"Poolgate-Invalidate-Status": "failed"}
+            return web.json_response({"committed": True}, headers=headers)
+        await service.rollback(transaction_id, call.headers)
+        return web.json_response({"rolled_back": True})
+
+    async def _call_for_sibling(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A call another worker forwarded: answered, failures mapped, as its own would be."""
+        outcome, sqlstate = "ok", None
+        try:
+            response: web.Response = await self.answer_call(Call.from_message(message))
+        except Exception as exc:
+            error = _as_gateway_error(exc)
+            response = _answer_error(error)
+            outcome, sqlstate = _outcome_name(error), error.sqlstate
+        return _Relayed.message(response, outcome, sqlstate)
 
     def _record(
         self,
@@ -213,6 +294,97 @@ class Gateway:
         )
 
 
+TRANSACTION_PATH = "/transaction"
+
+
+def _is_transaction_call(request: web.BaseRequest) -> bool:
+    path = request.path
+    if path == "/sql":
+        return TRANSACTION_HEADER in request.headers
+    return path == TRANSACTION_PATH or path.startswith(TRANSACTION_PATH + "/")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A transaction call, as this worker or a sibling answers it."""
+
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    client: str
+
+    def transaction_id(self) -> str | None:
+        if self.path == "/sql":
+            return self.headers.get(TRANSACTION_HEADER)
+        if self.path == TRANSACTION_PATH:
+            return None
+        return self.path.split("/")[2]
+
+    def owner(self) -> int | None:
+        """The index of the worker holding the transaction (the id's first part)."""
+        prefix, dot, _ = (self.transaction_id() or "").partition(".")
+        return int(prefix) if dot and prefix.isdigit() and len(prefix) < 4 else None
+
+    def target(self) -> tuple[str, str]:
+        """(id, "commit" | "rollback") of `/transaction/<id>/<action>`."""
+        parts = self.path.split("/")
+        if len(parts) != 4 or parts[3] not in ("commit", "rollback") or not parts[2]:
+            raise RouteNotFound(
+                "not found: POST /transaction/<id>/commit or /transaction/<id>/rollback"
+            )
+        return parts[2], parts[3]
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "headers": list(self.headers.items()),
+            "body": base64.b64encode(self.body).decode(),
+            "client": self.client,
+        }
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Call:
+        return cls(
+            message["path"],
+            CIMultiDict(message["headers"]),
+            base64.b64decode(message["body"]),
+            message["client"],
+        )
+
+
+class _Relayed(web.Response):
+    """A sibling worker's answer, with what its log line and metrics need."""
+
+    outcome: str = "ok"
+    sqlstate: str | None = None
+    rows: int | None = None
+
+    @staticmethod
+    def message(response: web.Response, outcome: str, sqlstate: str | None) -> dict[str, Any]:
+        return {
+            "status": response.status,
+            "headers": [(k, v) for k, v in response.headers.items() if k != "Content-Length"],
+            "body": base64.b64encode(response.body or b"").decode(),  # type: ignore[arg-type]
+            "outcome": outcome,
+            "sqlstate": sqlstate,
+            "rows": _rows_of(response),
+        }
+
+    @classmethod
+    def of(cls, reply: dict[str, Any]) -> _Relayed:
+        relayed = cls(
+            status=reply["status"],
+            body=base64.b64decode(reply["body"]),
+            headers=CIMultiDict(reply["headers"]),
+        )
+        relayed.outcome, relayed.sqlstate, relayed.rows = (
+            reply["outcome"],
+            reply["sqlstate"],
+            reply["rows"],
+        )
+        return relayed
+
+
 class _RowsResponse(web.Response):
     """A response that knows how many rows it carries (for the request log)."""
 
@@ -220,7 +392,7 @@ class _RowsResponse(web.Response):
 
 
 def _rows_of(response: web.StreamResponse) -> int | None:
-    return response.rows if isinstance(response, _RowsResponse) else None
+    return response.rows if isinstance(response, _RowsResponse | _Relayed) else None
 
 
 def _as_gateway_error(exc: Exception) -> GatewayError:

@@ -32,6 +32,7 @@ class Settings:
     acquire_timeout: float = 5.0
     connect_timeout: float = 5.0
     statement_timeout: float = 15.0
+    transaction_timeout_max: float = 15.0  # longest timeout a client may ask a transaction
     body_timeout: float = 10.0
     max_request_bytes: int = 10 * MiB
     max_response_bytes: int = 10 * MiB
@@ -111,6 +112,12 @@ _OPTIONS = (
         "--idle-timeout",
         "POOLGATE_IDLE_TIMEOUT",
         "seconds an unused connection (and a pool's credentials) is kept (default 300)",
+    ),
+    (
+        "--transaction-timeout-max",
+        "POOLGATE_TRANSACTION_TIMEOUT_MAX",
+        "longest life in seconds a client may ask for an interactive transaction "
+        "(POST /transaction; default 15): past it, the gateway rolls it back",
     ),
     (
         "--reset-query",
@@ -198,6 +205,9 @@ def parse_settings(
         acquire_timeout=_positive_seconds("--acquire-timeout", args.acquire_timeout, 5.0),
         connect_timeout=_positive_seconds("--connect-timeout", args.connect_timeout, 5.0),
         statement_timeout=_positive_seconds("--statement-timeout", args.statement_timeout, 15.0),
+        transaction_timeout_max=_positive_seconds(
+            "--transaction-timeout-max", args.transaction_timeout_max, 15.0
+        ),
         body_timeout=_positive_seconds("--body-timeout", args.body_timeout, 10.0),
         max_request_bytes=_positive_int("--max-request-bytes", args.max_request_bytes, 10 * MiB),
         max_response_bytes=_positive_int("--max-response-bytes", args.max_response_bytes, 10 * MiB),

@@ -7,8 +7,11 @@
     ├── Unauthorized                401: API keys are on and the request has none of them
     ├── QueryFailed                 400: Postgres raised an error for a statement
     ├── RouteNotFound               404: no such endpoint
+    ├── NoSuchTransaction           404: unknown, finished or someone else's transaction
     ├── MethodNotAllowed            405: wrong method on /healthz, /readyz, /metrics
     ├── BodyTimeout                 408: the body did not arrive within --body-timeout
+    ├── TransactionBusy             409: a call on a transaction while another one runs
+    ├── TransactionExpired          410: the transaction's timeout passed (rolled back)
     ├── RequestTooLarge             413: request body over the configured limit
     ├── TooManyLogins               429 + Retry-After: failed logins throttled
     ├── ResponseTooLarge            507: result over the configured limit
@@ -153,6 +156,34 @@ class RouteNotFound(GatewayError):
     """Raised for a path the gateway does not serve."""
 
     status = 404
+
+
+class NoSuchTransaction(GatewayError):
+    """Raised for a transaction id that is unknown, finished, or opened with other
+    credentials: the same answer in every case, so it tells nothing about the id."""
+
+    status = 404
+
+    def __init__(self) -> None:
+        super().__init__("no such transaction")
+
+
+class TransactionBusy(GatewayError):
+    """Raised for a call on a transaction while another call on it runs."""
+
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__("another call on this transaction is running: one at a time")
+
+
+class TransactionExpired(GatewayError):
+    """Raised for a call after the transaction's timeout: it was rolled back then."""
+
+    status = 410
+
+    def __init__(self) -> None:
+        super().__init__("transaction expired")
 
 
 class MethodNotAllowed(GatewayError):

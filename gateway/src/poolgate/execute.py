@@ -87,8 +87,7 @@ async def run_request(
     is unknown: the caller discards it.
     """
     budget = _Budget(max_response_bytes)
-    cursor = ChunkedCursor(connection)
-    cursor._adapters = _TEXT_ONLY  # parameters dumped as untyped text
+    cursor = _cursor(connection)
     try:
         if any(reads_session_sequences(statement.query) for statement in request.statements):
             await _command(cursor, RESET_BEFORE)  # currval/lastval: this request's own only
@@ -111,6 +110,43 @@ async def run_request(
         return Outcome(('{"results":[' + ",".join(bodies) + "]}").encode(), total_rows)
     except psycopg.Error as exc:
         raise translate_error(exc) from None
+
+
+async def run_in_transaction(
+    connection: psycopg.AsyncConnection[Any], request: SqlRequest, max_response_bytes: int
+) -> Outcome:
+    """A query, or a batch's statements in order, inside the connection's open
+    transaction (no BEGIN or COMMIT of their own): answered as outside one."""
+    budget = _Budget(max_response_bytes)
+    cursor = _cursor(connection)
+    try:
+        if any(reads_session_sequences(statement.query) for statement in request.statements):
+            await _command(cursor, RESET_BEFORE)
+        if request.batch is None:
+            body, rows = await _run_statement(cursor, request.statements[0], request, budget)
+            return Outcome(body.encode(), rows)
+        bodies: list[str] = []
+        total_rows = 0
+        for statement in request.statements:
+            body, rows = await _run_statement(cursor, statement, request, budget)
+            bodies.append(body)
+            total_rows += rows
+        return Outcome(('{"results":[' + ",".join(bodies) + "]}").encode(), total_rows)
+    except psycopg.Error as exc:
+        raise translate_error(exc) from None
+
+
+async def end_transaction(connection: psycopg.AsyncConnection[Any], command: str) -> str:
+    """BEGIN ..., COMMIT or ROLLBACK; the command tag Postgres answered (a COMMIT of an
+    aborted transaction answers ROLLBACK). Raises psycopg's errors untranslated."""
+    _, tag = await _cursor(connection).run(command, (), ROWS_PER_CHUNK, _no_rows)
+    return tag.decode()
+
+
+def _cursor(connection: psycopg.AsyncConnection[Any]) -> ChunkedCursor:
+    cursor = ChunkedCursor(connection)
+    cursor._adapters = _TEXT_ONLY  # parameters dumped as untyped text
+    return cursor
 
 
 async def _command(cursor: ChunkedCursor, text: str) -> None:

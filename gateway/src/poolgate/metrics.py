@@ -12,6 +12,7 @@ from prometheus_client.utils import floatToGoString
 
 from poolgate.cache import QueryCache
 from poolgate.pool import PoolRegistry
+from poolgate.transactions import Transactions
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -51,6 +52,18 @@ class _PoolCollector(Collector):
             "poolgate_logins_throttled",
             "Login attempts refused (429) after too many failures",
             value=self._pools.throttle.refused,
+        )
+
+
+class _TransactionCollector(Collector):
+    def __init__(self, transactions: Transactions) -> None:
+        self._transactions = transactions
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "poolgate_transactions_open",
+            "Interactive transactions holding a connection",
+            value=self._transactions.open_count,
         )
 
 
@@ -117,11 +130,30 @@ class Metrics:
             ["sqlstate"],
             registry=self.registry,
         )
+        self.transaction_seconds = Histogram(
+            "poolgate_transaction_duration_seconds",
+            "Interactive transactions, from BEGIN to commit, rollback or expiry",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.transactions_expired = Counter(
+            "poolgate_transactions_expired",
+            "Interactive transactions rolled back at their timeout",
+            registry=self.registry,
+        )
         self.registry.register(_PoolCollector(pools))
         self._sqlstates: set[str] = set()
         self._by_outcome: dict[str, tuple[Counter, Histogram]] = {}
         if cache is not None:
             self.registry.register(_CacheCollector(cache))
+
+    def watch_transactions(self, transactions: Transactions) -> None:
+        self.registry.register(_TransactionCollector(transactions))
+
+    def transaction_ended(self, seconds: float, expired: bool) -> None:
+        self.transaction_seconds.observe(seconds)
+        if expired:
+            self.transactions_expired.inc()
 
     def observe(self, outcome: str, seconds: float, sqlstate: str | None) -> None:
         children = self._by_outcome.get(outcome)

@@ -161,29 +161,31 @@ class ConnectionPool:
         )
 
     async def acquire(
-        self, password: str | None, client: str = "unknown"
+        self, password: str | None, client: str = "unknown", wait: float | None = None
     ) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        """A connection for this password; `wait`: seconds to wait for a free slot
+        (default --acquire-timeout) before 503."""
         self.last_used = time.monotonic()
         if self.accepts(password):
-            await self._take(self._slots)
+            await self._take(self._slots, wait)
             try:
                 connection = await self._reuse() or await self._connect(password)
             except BaseException:
                 self._slots.release()
                 raise
         else:
-            connection = await self._log_in(password, client)
+            connection = await self._log_in(password, client, wait)
         self._in_use += 1
         return connection
 
     async def _log_in(
-        self, password: str | None, client: str
+        self, password: str | None, client: str, wait: float | None
     ) -> psycopg.AsyncConnection[tuple[object, ...]]:
         """A new password: checked by Postgres through the login lane, throttled."""
         self._throttle.check(client, self.user)
-        await self._take(self._login_lane)
+        await self._take(self._login_lane, wait)
         try:
-            await self._take(self._slots)
+            await self._take(self._slots, wait)
             try:
                 if self.accepts(password):  # accepted while this request waited
                     return await self._reuse() or await self._connect(password)
@@ -198,17 +200,16 @@ class ConnectionPool:
         finally:
             self._login_lane.release()
 
-    async def _take(self, slots: asyncio.Semaphore) -> None:
+    async def _take(self, slots: asyncio.Semaphore, wait: float | None = None) -> None:
         if not slots.locked():
             await slots.acquire()  # free slot: no timer needed
             return
+        seconds = self._settings.acquire_timeout if wait is None else wait
         self._waiting += 1
         try:
-            await asyncio.wait_for(slots.acquire(), self._settings.acquire_timeout)
+            await asyncio.wait_for(slots.acquire(), seconds)
         except TimeoutError:
-            raise Unavailable(
-                f"no pooled connection became free within {self._settings.acquire_timeout:g} s"
-            ) from None
+            raise Unavailable(f"no pooled connection became free within {seconds:g} s") from None
         finally:
             self._waiting -= 1
 

@@ -95,7 +95,7 @@ def parse_sql_request(
             _statement(item, default_array_mode, f"queries[{index}]")
             for index, item in enumerate(queries)
         )
-        batch = _batch_options(headers)
+        batch = batch_options(headers)
     else:
         statements = (_statement(payload, default_array_mode, "body"),)
         batch = None
@@ -220,7 +220,7 @@ def _statement(item: Any, default_array_mode: bool, where: str) -> Statement:
     return Statement(query=query, params=texts, array_mode=array_mode)
 
 
-def _batch_options(headers: Mapping[str, str]) -> BatchOptions:
+def batch_options(headers: Mapping[str, str]) -> BatchOptions:
     isolation_name = headers.get("Neon-Batch-Isolation-Level")
     isolation = None
     if isolation_name is not None:

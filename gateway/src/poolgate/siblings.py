@@ -10,7 +10,9 @@ through here:
   answered with `Poolgate-Invalidate-Status: failed`. A sibling whose socket is gone
   is not running, and a worker that starts begins with an empty cache: nothing to drop;
 - a failed login counts against the client and user in every worker (the throttle);
-- `/metrics` sums every worker's samples.
+- `/metrics` sums every worker's samples;
+- a call on an interactive transaction is answered by the worker that holds its
+  connection (the id names it): another worker forwards the call and relays the answer.
 
 Each worker listens on `<dir>/<index>.sock` before it serves HTTP. Messages are one
 JSON object per line; every request gets one reply line.
@@ -96,13 +98,45 @@ class Siblings:
         self._path.unlink(missing_ok=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        """One request at a time per connection; an asker that hangs up before the reply
+        cancels the work (a forwarded call whose client went away)."""
+        try:
             while line := await reader.readline():
                 message = json.loads(line)
-                reply = await self._handlers[message["op"]](message)
-                writer.write(json.dumps({"reply": reply}).encode() + b"\n")
+                work = asyncio.ensure_future(self._handlers[message["op"]](message))
+                hangup = asyncio.ensure_future(reader.read(1))  # nothing else comes first
+                await asyncio.wait({work, hangup}, return_when=asyncio.FIRST_COMPLETED)
+                if not work.done():
+                    work.cancel()
+                    with contextlib.suppress(BaseException):
+                        await work
+                    return
+                hangup.cancel()  # and wait for it: the next readline must be the only reader
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hangup
+                writer.write(json.dumps({"reply": work.result()}).encode() + b"\n")
                 await writer.drain()
-        writer.close()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def forward(self, index: int, message: dict[str, Any], seconds: float) -> Any:
+        """Ask sibling `index` on a connection of this call's own (a long call never
+        holds up invalidations); cancelling this cancels the work over there."""
+        reader, writer = await asyncio.open_unix_connection(
+            self._path.parent / f"{index}.sock", limit=MAX_LINE
+        )
+        try:
+            async with asyncio.timeout(seconds):
+                writer.write(json.dumps(message).encode() + b"\n")
+                await writer.drain()
+                line = await reader.readline()
+            if not line:
+                raise ConnectionResetError("the sibling hung up")
+            return json.loads(line)["reply"]
+        finally:
+            writer.close()
 
     async def ask_all(self, message: dict[str, Any]) -> list[Any]:
         """Every running sibling's reply (raises if one fails or is too slow)."""

@@ -18,19 +18,22 @@ from poolgate.cache_policy import (
 )
 from poolgate.cache_stores import CacheUnavailable
 from poolgate.config import Settings
-from poolgate.errors import OutcomeUnknown, QueryFailed, Unavailable
+from poolgate.errors import BadRequest, OutcomeUnknown, QueryFailed, Unavailable
 from poolgate.execute import Outcome, run_request
 from poolgate.pool import PoolRegistry
 from poolgate.protocol import (
     Credentials,
     SqlRequest,
+    batch_options,
     json_object,
     parse_sql_request,
     request_credentials,
 )
 from poolgate.session_state import may_change_session
+from poolgate.transactions import Transactions, begin_options
 
 READ_ONLY_VIOLATION = "25006"
+TRANSACTION_HEADER = "Poolgate-Transaction"
 # Postgres cancels a statement at --statement-timeout itself; the gateway's own deadline
 # comes this much later and covers a server that has stopped answering altogether.
 DEADLINE_GRACE_SECONDS = 1.0
@@ -45,10 +48,17 @@ class SqlAnswer:
 
 
 class SqlService:
-    def __init__(self, settings: Settings, pools: PoolRegistry, cache: QueryCache | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pools: PoolRegistry,
+        cache: QueryCache | None,
+        transactions: Transactions | None = None,
+    ) -> None:
         self._settings = settings
         self._pools = pools
         self.cache = cache
+        self.transactions = transactions or Transactions(settings, pools)
 
     async def answer(
         self, headers: Mapping[str, str], body: bytes, client: str = "unknown"
@@ -56,6 +66,15 @@ class SqlService:
         """`client`: the peer's address, which failed logins are throttled by."""
         policy = parse_cache_policy(headers)
         request = parse_sql_request(headers, body, bearer_is_password=not self._settings.api_keys)
+        transaction_id = headers.get(TRANSACTION_HEADER)
+        if transaction_id is not None:
+            if policy.wants_cache or policy.invalidate or "Poolgate-Cache-Tags" in headers:
+                raise BadRequest(
+                    "cache headers are refused inside a transaction: send"
+                    " Poolgate-Invalidate-Tags with its commit"
+                )
+            outcome = await self.transactions.run(transaction_id, request.credentials, request)
+            return SqlAnswer(outcome, "none", None)
         answer = None
         if self.cache is not None and policy.wants_cache and _read_only(request):
             try:
@@ -75,6 +94,34 @@ class SqlService:
             except CacheUnavailable:
                 return replace(answer, invalidation_failed=True)
         return answer
+
+    async def begin(
+        self, headers: Mapping[str, str], body: bytes, client: str = "unknown"
+    ) -> dict[str, str]:
+        """`POST /transaction`: a transaction opened on a reserved connection."""
+        credentials = self._credentials(headers)
+        payload = json_object(body) if body.strip() else {}
+        options = begin_options(batch_options(headers), payload, self._settings)
+        return await self.transactions.begin(credentials, options, client)
+
+    async def commit(self, transaction_id: str, headers: Mapping[str, str]) -> bool:
+        """`POST /transaction/<id>/commit`; then `Poolgate-Invalidate-Tags` are dropped.
+        False if the commit happened but the tags could not be dropped."""
+        credentials = self._credentials(headers)
+        tags = parse_cache_policy(headers).invalidate
+        await self.transactions.commit(transaction_id, credentials)
+        if tags and self.cache is not None:
+            try:
+                await self.cache.invalidate(_scoped(credentials, tags))
+            except CacheUnavailable:
+                return False
+        return True
+
+    async def rollback(self, transaction_id: str, headers: Mapping[str, str]) -> None:
+        await self.transactions.rollback(transaction_id, self._credentials(headers))
+
+    def _credentials(self, headers: Mapping[str, str]) -> Credentials:
+        return request_credentials(headers, bearer_is_password=not self._settings.api_keys)
 
     async def invalidate(
         self, headers: Mapping[str, str], body: bytes, client: str = "unknown"

@@ -1,0 +1,310 @@
+"""Interactive transactions over HTTP: one reserved pooled connection per transaction,
+from `POST /transaction` to commit, rollback or expiry (PROTOCOL.md, "Interactive
+transactions").
+
+- The connection is taken from the (user, database) pool, so it counts against
+  `--pool-size`, and no other request uses it until the transaction ends.
+- An id is 192 random bits (with the owning worker's index in front, see app); it is
+  bound to the credentials that opened it: another password, user or database gets the
+  same 404 as an unknown id.
+- One call at a time (409 for a second); a statement that fails leaves the transaction
+  aborted, as Postgres does (then only rollback works, commit answers 25P02).
+- Expiry: past its timeout an idle transaction is rolled back and its connection goes
+  back to the pool; a call running at that moment is cancelled. Later calls: 410.
+- A client that goes away mid-statement: the statement is cancelled and the connection
+  closed, so Postgres rolls the transaction back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import pq
+
+from poolgate.config import Settings
+from poolgate.errors import (
+    BadRequest,
+    GatewayError,
+    NoSuchTransaction,
+    OutcomeUnknown,
+    QueryFailed,
+    TransactionBusy,
+    TransactionExpired,
+)
+from poolgate.execute import Outcome, end_transaction, run_in_transaction, translate_error
+from poolgate.pool import ConnectionPool, PoolRegistry
+from poolgate.protocol import BatchOptions, Credentials, SqlRequest
+from poolgate.session_state import may_change_session
+
+log = logging.getLogger("poolgate.transactions")
+
+DEFAULT_TIMEOUT = 5.0  # seconds, when the client names none
+DEFAULT_MAX_WAIT = 2.0  # seconds to wait for a free connection at BEGIN
+EXPIRED_KEPT = 10_000  # expired ids remembered (to answer 410 rather than 404)
+DEADLINE_GRACE_SECONDS = 1.0  # past the statement timeout: the server stopped answering
+
+Connection = psycopg.AsyncConnection[tuple[object, ...]]
+T = TypeVar("T")
+
+
+class TransactionAborted(GatewayError):
+    """Raised by a commit of a transaction that an earlier error aborted: Postgres rolled
+    it back instead."""
+
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__(
+            "current transaction is aborted by an earlier error: it was rolled back, not committed"
+        )
+
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message, "code": "25P02", "severity": "ERROR"}
+
+    @property
+    def sqlstate(self) -> str | None:
+        return "25P02"
+
+
+@dataclass(frozen=True, slots=True)
+class BeginOptions:
+    batch: BatchOptions
+    timeout: float
+    max_wait: float
+
+
+def begin_options(batch: BatchOptions, payload: dict[str, Any], settings: Settings) -> BeginOptions:
+    """`{"timeout_ms", "max_wait_ms"}` of a `POST /transaction` body, checked."""
+    unknown = set(payload) - {"timeout_ms", "max_wait_ms"}
+    if unknown:
+        raise BadRequest(f"unknown field(s) {sorted(unknown)}: expected timeout_ms, max_wait_ms")
+    timeout = _milliseconds(payload, "timeout_ms", DEFAULT_TIMEOUT)
+    if timeout > settings.transaction_timeout_max:
+        raise BadRequest(
+            f"timeout_ms {round(timeout * 1000)} is over this gateway's maximum of"
+            f" {round(settings.transaction_timeout_max * 1000)}"
+        )
+    return BeginOptions(batch, timeout, _milliseconds(payload, "max_wait_ms", DEFAULT_MAX_WAIT))
+
+
+def _milliseconds(payload: dict[str, Any], name: str, default: float) -> float:
+    value = payload.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 3_600_000:
+        raise BadRequest(f"{name} must be a whole number of milliseconds, 1 to 3600000")
+    return value / 1000
+
+
+@dataclass(slots=True)
+class _Open:
+    owner: bytes
+    pool: ConnectionPool
+    connection: Connection
+    deadline: float  # loop time at which it expires
+    expires_at: datetime
+    started: float = field(default_factory=time.perf_counter)
+    busy: bool = False
+    session_changed: bool = False
+    expiry: asyncio.TimerHandle | None = None
+
+
+class Transactions:
+    """This process's open transactions. `on_end(seconds, expired)` reports each one's
+    end for the metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pools: PoolRegistry,
+        id_prefix: str = "",
+        on_end: Callable[[float, bool], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._pools = pools
+        self._prefix = id_prefix
+        self._on_end = on_end
+        self._secret = os.urandom(32)
+        self._open: dict[str, _Open] = {}
+        self._expired: OrderedDict[str, bytes] = OrderedDict()
+        self._endings: set[asyncio.Task[None]] = set()
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def _owner(self, credentials: Credentials) -> bytes:
+        who = "\x00".join((credentials.user, credentials.database, credentials.password or ""))
+        return hmac.new(self._secret, who.encode(), hashlib.sha256).digest()
+
+    async def begin(
+        self, credentials: Credentials, options: BeginOptions, client: str
+    ) -> dict[str, str]:
+        pool = self._pools.pool_for(credentials)
+        connection = await pool.acquire(credentials.password, client, wait=options.max_wait)
+        try:
+            async with asyncio.timeout(self._settings.connect_timeout):
+                await end_transaction(connection, options.batch.begin_statement())
+        except BaseException as exc:
+            await pool.release(connection, reusable=False)
+            if isinstance(exc, psycopg.Error):
+                raise translate_error(exc) from None
+            if isinstance(exc, TimeoutError):
+                raise OutcomeUnknown("the database did not answer BEGIN in time") from None
+            raise
+        loop = asyncio.get_running_loop()
+        transaction_id = self._prefix + secrets.token_urlsafe(24)
+        expires_at = datetime.now(UTC) + timedelta(seconds=options.timeout)
+        opened = _Open(
+            self._owner(credentials),
+            pool,
+            connection,
+            loop.time() + options.timeout,
+            expires_at,
+        )
+        opened.expiry = loop.call_at(opened.deadline, self._expire, transaction_id)
+        self._open[transaction_id] = opened
+        return {
+            "id": transaction_id,
+            "expires_at": expires_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+
+    def _claim(self, transaction_id: str, credentials: Credentials) -> _Open:
+        owner = self._owner(credentials)
+        found = self._open.get(transaction_id)
+        if found is None:
+            expired = self._expired.get(transaction_id)
+            if expired is not None and hmac.compare_digest(expired, owner):
+                raise TransactionExpired()
+            raise NoSuchTransaction()
+        if not hmac.compare_digest(found.owner, owner):
+            raise NoSuchTransaction()
+        if found.busy:
+            raise TransactionBusy()
+        found.busy = True
+        return found
+
+    async def run(
+        self, transaction_id: str, credentials: Credentials, request: SqlRequest
+    ) -> Outcome:
+        """The request's statement(s) inside the transaction."""
+        opened = self._claim(transaction_id, credentials)
+        opened.session_changed |= any(may_change_session(s.query) for s in request.statements)
+        try:  # a Postgres error aborts the transaction; it stays open for a rollback
+            return await self._within_deadlines(
+                transaction_id,
+                opened,
+                run_in_transaction(opened.connection, request, self._settings.max_response_bytes),
+            )
+        finally:
+            opened.busy = False
+
+    async def commit(self, transaction_id: str, credentials: Credentials) -> None:
+        opened = self._claim(transaction_id, credentials)
+        try:
+            tag = await self._within_deadlines(
+                transaction_id, opened, end_transaction(opened.connection, "COMMIT")
+            )
+        except QueryFailed:
+            # a failed COMMIT (a serialization failure, a deferred constraint) ends it
+            self._finish(transaction_id, opened, reusable=True)
+            raise
+        finally:
+            opened.busy = False
+        self._finish(transaction_id, opened, reusable=True)
+        if tag == "ROLLBACK":  # COMMIT of an aborted transaction rolls it back
+            raise TransactionAborted()
+
+    async def rollback(self, transaction_id: str, credentials: Credentials) -> None:
+        opened = self._claim(transaction_id, credentials)
+        try:
+            await self._within_deadlines(
+                transaction_id, opened, end_transaction(opened.connection, "ROLLBACK")
+            )
+        finally:
+            opened.busy = False
+        self._finish(transaction_id, opened, reusable=True)
+
+    async def _within_deadlines(self, transaction_id: str, opened: _Open, work: Awaitable[T]) -> T:
+        """Run `work` on the transaction's connection before it expires (else 410) and
+        within the statement deadline (else 504). Any failure but a Postgres error ends
+        the transaction: its connection is closed, and Postgres rolls it back."""
+        loop = asyncio.get_running_loop()
+        statement_deadline = loop.time() + self._settings.statement_timeout + DEADLINE_GRACE_SECONDS
+        try:
+            async with asyncio.timeout_at(min(opened.deadline, statement_deadline)):
+                return await work
+        except QueryFailed:
+            raise
+        except TimeoutError:
+            expired = loop.time() >= opened.deadline
+            self._finish(transaction_id, opened, reusable=False, expired=expired)
+            if expired:
+                raise TransactionExpired() from None
+            raise OutcomeUnknown(
+                "the database did not answer in time: the transaction was rolled back"
+            ) from None
+        except psycopg.Error as exc:
+            self._finish(transaction_id, opened, reusable=False)
+            raise translate_error(exc) from None
+        except BaseException:  # the client went away, a limit, a lost connection
+            self._finish(transaction_id, opened, reusable=False)
+            raise
+
+    def _expire(self, transaction_id: str) -> None:
+        opened = self._open.get(transaction_id)
+        if opened is None or opened.busy:
+            return  # ended already, or the running call expires it at its deadline
+        log.info('{"event": "transaction_expired"}')
+        self._finish(transaction_id, opened, reusable=True, expired=True)
+
+    def _finish(
+        self, transaction_id: str, opened: _Open, reusable: bool, expired: bool = False
+    ) -> None:
+        """Forget the transaction and give its connection back (in the background): kept
+        if `reusable` and idle, else closed (an open transaction dies with it)."""
+        if self._open.pop(transaction_id, None) is None:
+            return
+        if opened.expiry is not None:
+            opened.expiry.cancel()
+        if expired:
+            self._expired[transaction_id] = opened.owner
+            while len(self._expired) > EXPIRED_KEPT:
+                self._expired.popitem(last=False)
+        if self._on_end is not None:
+            self._on_end(time.perf_counter() - opened.started, expired)
+        task = asyncio.get_running_loop().create_task(self._give_back(opened, reusable))
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
+
+    async def _give_back(self, opened: _Open, reusable: bool) -> None:
+        """A transaction still open on a reusable connection (one that expired idle) is
+        rolled back first; the pool keeps the connection only if that leaves it idle."""
+        connection = opened.connection
+        if reusable and connection.info.transaction_status != pq.TransactionStatus.IDLE:
+            try:
+                async with asyncio.timeout(self._settings.connect_timeout):
+                    await end_transaction(connection, "ROLLBACK")
+            except (psycopg.Error, TimeoutError):
+                reusable = False
+        idle = connection.info.transaction_status == pq.TransactionStatus.IDLE
+        await opened.pool.release(connection, reusable and idle, reset=opened.session_changed)
+
+    async def close(self) -> None:
+        """At shutdown: every open transaction is rolled back (its connection closed)."""
+        for transaction_id, opened in list(self._open.items()):
+            self._finish(transaction_id, opened, reusable=False)
+        if self._endings:
+            await asyncio.gather(*self._endings, return_exceptions=True)
