@@ -220,7 +220,10 @@ def from_database_error(error: db_errors.DatabaseError, *, write: bool = False) 
         return ValidationFailed(error.message, _query_error_details(error))
     if isinstance(error, db_errors.DatabaseUnavailable | db_errors.Retryable):
         return ServiceUnavailable(f"the database is unavailable: {error.reason}")
-    if isinstance(error, db_errors.EndpointFailed | db_errors.ProtocolError):
+    if isinstance(
+        error,
+        db_errors.EndpointFailed | db_errors.ProtocolError | db_errors.TransactionsUnsupported,
+    ):
         return BadGateway(error.reason)
     if isinstance(error, db_errors.ResultTooLarge):
         return BadGateway(f"the database endpoint refused to send the result: {error.reason}")

@@ -58,13 +58,15 @@ def _fingerprint(request: Request) -> str:
     return digest.hexdigest()
 
 
-async def keyed_write(
-    database: Database, key: IdempotencyKey, statement: Statement, invalidate: tuple[str, ...]
-) -> tuple[Result, bool]:
-    """Run `statement` (a write with RETURNING) under `key`: its result, and whether it
-    is the stored outcome of an earlier request rather than a new run."""
+def claim(key: IdempotencyKey) -> Statement:
+    """Takes the key, or raises (IK001 running, IK002 other request, IK003 has outcome)."""
+    return Statement("SELECT idempotency_claim($1, $2)", (key.key, key.fingerprint))
+
+
+def kept(key: IdempotencyKey, statement: Statement) -> Statement:
+    """`statement` (a write with RETURNING) that also stores what it returned under `key`."""
     first = len(statement.params) + 1
-    kept = Statement(
+    return Statement(
         f"WITH written AS ({statement.text}),"
         " kept AS (INSERT INTO idempotency_keys (key, fingerprint, rows)"
         f" SELECT ${first}, ${first + 1}, coalesce(jsonb_agg(to_jsonb(written)), '[]')"
@@ -72,13 +74,23 @@ async def keyed_write(
         " SELECT * FROM written",
         (*statement.params, key.key, key.fingerprint),
     )
-    claim = Statement("SELECT idempotency_claim($1, $2)", (key.key, key.fingerprint))
+
+
+async def stored_outcome(database: Database, key: IdempotencyKey) -> Result:
+    """The rows the key's first request returned, as that request's result."""
+    stored = await database.query_one("SELECT rows FROM idempotency_keys WHERE key = $1", key.key)
+    rows = [] if stored is None else stored["rows"]
+    return Result(tuple(rows[0]) if rows else (), rows, "REPLAY", len(rows))
+
+
+async def keyed_write(
+    database: Database, key: IdempotencyKey, statement: Statement, invalidate: tuple[str, ...]
+) -> tuple[Result, bool]:
+    """Run `statement` (a write with RETURNING) under `key`: its result, and whether it
+    is the stored outcome of an earlier request rather than a new run. (In an
+    interactive transaction: `claim` first, `kept` for its last write.)"""
     try:
-        _, result = await database.transaction([claim, kept], invalidate=invalidate)
+        _, result = await database.batch([claim(key), kept(key, statement)], invalidate=invalidate)
     except KeyHasOutcome:
-        stored = await database.query_one(
-            "SELECT rows FROM idempotency_keys WHERE key = $1", key.key
-        )
-        rows = [] if stored is None else stored["rows"]
-        return Result(tuple(rows[0]) if rows else (), rows, "REPLAY", len(rows)), True
+        return await stored_outcome(database, key), True
     return result, False

@@ -87,6 +87,10 @@ class PostUpdate(_Input):
     body: str | None = optional(max_length=100_000)
 
 
+class PostTransfer(_Input):
+    to_user_id: int = Field(gt=0, le=BIGINT_MAX)
+
+
 class Post(BaseModel):
     id: int
     author_id: int

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from db.config import DatabaseConfig
@@ -27,6 +28,9 @@ from db.errors import (
 )
 from db.transport import HttpCall, Transport, TransportFailure
 from db.types import decoder_for
+
+if TYPE_CHECKING:
+    from db.transaction import TransactionScope
 
 log = logging.getLogger("worker")
 
@@ -99,23 +103,14 @@ def encode_param(value: Any) -> Any:
     raise TypeError(f"cannot send a {type(value).__name__} as a query parameter")
 
 
-class Database:
-    """Queries over the pooled HTTP endpoint. The transport is injected (see transport)."""
+class Queries(ABC):
+    """`query`, `query_one` and `execute`, for whatever runs one statement (the database,
+    or an interactive transaction)."""
 
-    def __init__(self, config: DatabaseConfig, transport: Transport) -> None:
-        self._config = config
-        self._transport = transport
-
+    @abstractmethod
     async def run(
         self, statement: Statement, *, cache: Cache | None = None, invalidate: tuple[str, ...] = ()
-    ) -> Result:
-        """One statement. `cache` lets a read be answered from the endpoint's cache;
-        `invalidate` drops those tags once this statement has committed."""
-        body = {"query": statement.text, "params": [encode_param(p) for p in statement.params]}
-        answer, headers = await self._post(body, _cache_headers(cache, invalidate))
-        if headers.get("poolgate-invalidate-status") == "failed":
-            log.warning("the endpoint committed the write but could not drop tags %s", invalidate)
-        return _result(answer, headers)
+    ) -> Result: ...
 
     async def query(self, text: str, *params: Any) -> list[dict[str, Any]]:
         return (await self.run(Statement(text, params))).rows
@@ -127,6 +122,58 @@ class Database:
     async def execute(self, text: str, *params: Any, invalidate: tuple[str, ...] = ()) -> int:
         """Run a write; the number of rows it touched (0 for commands without a count)."""
         return (await self.run(Statement(text, params), invalidate=invalidate)).row_count or 0
+
+
+class Database(Queries):
+    """Queries over the pooled HTTP endpoint. The transport is injected (see transport)."""
+
+    def __init__(self, config: DatabaseConfig, transport: Transport) -> None:
+        self._config = config
+        self._transport = transport
+
+    async def run(
+        self, statement: Statement, *, cache: Cache | None = None, invalidate: tuple[str, ...] = ()
+    ) -> Result:
+        """One statement. `cache` lets a read be answered from the endpoint's cache;
+        `invalidate` drops those tags once this statement has committed."""
+        answer, headers = await self._post(
+            statement_body(statement), _cache_headers(cache, invalidate)
+        )
+        if headers.get("poolgate-invalidate-status") == "failed":
+            log.warning("the endpoint committed the write but could not drop tags %s", invalidate)
+        return result_of(answer, headers)
+
+    def transaction(
+        self,
+        *,
+        isolation: Isolation | None = None,
+        read_only: bool = False,
+        deferrable: bool = False,
+        timeout: float = 5.0,
+        invalidate: tuple[str, ...] = (),
+        retries: int = 0,
+    ) -> TransactionScope:
+        """An interactive transaction (poolgate's `POST /transaction`): read, decide in
+        code, write, all atomic. Committed when the block ends cleanly, rolled back when
+        it raises (or is cancelled); `invalidate` tags are dropped at the commit.
+
+            async with db.transaction(isolation=Isolation.SERIALIZABLE) as tx:
+                row = await tx.query_one("SELECT ...", key)
+                await tx.execute("UPDATE ...", key)
+
+        `retries`: re-run the block after a serialization failure or deadlock (40001,
+        40P01), up to that many more times; the block is then written as a loop:
+
+            async for attempt in db.transaction(isolation=..., retries=3):
+                async with attempt as tx:
+                    ...
+
+        `timeout`: seconds before the endpoint rolls the transaction back by itself.
+        """
+        from db.transaction import TransactionCalls, TransactionOptions, TransactionScope
+
+        options = TransactionOptions(isolation, read_only, deferrable, timeout, invalidate)
+        return TransactionScope(TransactionCalls(self._config, self._transport), options, retries)
 
     async def invalidate(self, tags: tuple[str, ...]) -> None:
         """Drop cached reads carrying these tags (`POST /invalidate` beside `/sql`).
@@ -150,7 +197,7 @@ class Database:
         if reply.status not in (200, 404):
             raise from_reply(reply.status, reply.body)
 
-    async def transaction(
+    async def batch(
         self,
         statements: Sequence[Statement],
         *,
@@ -170,16 +217,12 @@ class Database:
         }
         if isolation is not None:
             headers["Neon-Batch-Isolation-Level"] = isolation.value
-        body = {
-            "queries": [
-                {"query": s.text, "params": [encode_param(p) for p in s.params]} for s in statements
-            ]
-        }
+        body = {"queries": [statement_body(s) for s in statements]}
         answer, reply_headers = await self._post(body, headers)
         results = answer.get("results")
         if not isinstance(results, list) or len(results) != len(statements):
             raise ProtocolError("a batch answer must hold one result per statement")
-        return [_result(item, reply_headers) for item in results]
+        return [result_of(item, reply_headers) for item in results]
 
     def _auth_headers(self) -> dict[str, str]:
         """The endpoint's API key (poolgate --api-keys), when the Worker has one."""
@@ -222,7 +265,11 @@ def _cache_headers(cache: Cache | None, invalidate: tuple[str, ...]) -> dict[str
     return headers
 
 
-def _result(answer: Any, headers: dict[str, str]) -> Result:
+def statement_body(statement: Statement) -> dict[str, Any]:
+    return {"query": statement.text, "params": [encode_param(p) for p in statement.params]}
+
+
+def result_of(answer: Any, headers: dict[str, str]) -> Result:
     try:
         fields = answer["fields"]
         names = tuple(str(field["name"]) for field in fields)

@@ -2,8 +2,10 @@
 
 DatabaseError               anything that went wrong reaching or using the database
 ├── DatabaseUnavailable     network failure, timeout, 503, credentials refused
-│   └── OutcomeUnknown      the call was sent and no answer came: a write may have applied
+│   ├── OutcomeUnknown      the call was sent and no answer came: a write may have applied
+│   └── TransactionGone     an interactive transaction ended without a commit (rolled back)
 ├── EndpointFailed          the endpoint failed on its side (a 5xx other than 503)
+├── TransactionsUnsupported the endpoint has no interactive transactions (not poolgate)
 ├── ProtocolError           the endpoint answered something this client cannot read
 ├── ResultTooLarge          the endpoint refused to send a result that large
 └── QueryError              Postgres raised an error (carries SQLSTATE and fields)
@@ -45,6 +47,21 @@ class EndpointFailed(DatabaseError):
 class OutcomeUnknown(DatabaseUnavailable):
     """Raised when the call reached (or may have reached) the endpoint and no answer came
     back: a write in it may or may not have been applied."""
+
+
+class TransactionGone(DatabaseUnavailable):
+    """Raised when an interactive transaction is no longer there: it expired (410) or the
+    endpoint forgot it (404, e.g. restarted). It was rolled back: nothing of it committed."""
+
+
+class TransactionsUnsupported(DatabaseError):
+    """Raised when the endpoint has no `POST /transaction` (Neon's own, for one)."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(
+            f"interactive transactions need poolgate: {endpoint} has no /transaction"
+            " (a one-call batch, Database.batch, works with any endpoint)"
+        )
 
 
 class ProtocolError(DatabaseError):

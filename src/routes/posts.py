@@ -1,4 +1,5 @@
-"""Posts: list (optionally only published), get, create, partial update, delete, publish."""
+"""Posts: list (optionally only published), get, create, partial update, delete, publish,
+and transfer to another author (an interactive transaction)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from caching import (
     user_posts,
     with_cache_status,
 )
-from db.client import Statement, sql
-from errors import NotFound
+from db.client import Isolation, Statement, sql
+from db.errors import KeyHasOutcome
+from db.transaction import Transaction
+from errors import Conflict, NotFound, ValidationFailed
+from idempotency import IdempotencyKey, claim, kept, stored_outcome
 from inputs import keyset_window, page, parse_body, query_bool, reject_explicit_nulls
-from models import Post, PostCreate, PostUpdate
+from models import Post, PostCreate, PostTransfer, PostUpdate
 from paging import bounded_page_sql
 from web import Response, json_response
 
@@ -123,3 +127,61 @@ async def publish_post(ctx: Context) -> Response:
         ),
     )
     return json_response(Post.model_validate(row))
+
+
+# A user holds at most this many drafts (unpublished posts); a transfer to a user who
+# has as many already is refused (409).
+MAX_DRAFTS = 5
+TRANSFER_RETRIES = 3  # re-runs after a serialization failure with a concurrent transfer
+
+
+async def transfer_post(ctx: Context) -> Response:
+    """Move a post to another author, if that author exists and has fewer than
+    MAX_DRAFTS drafts: read, decide, write, in one Serializable transaction, so two
+    transfers racing to the same author can never leave them with more."""
+    data = parse_body(ctx.request, PostTransfer)
+    post_id, to_user = ctx.params["id"], data.to_user_id
+    key = ctx.idempotency
+    try:
+        async for attempt in ctx.db.transaction(
+            isolation=Isolation.SERIALIZABLE, retries=TRANSFER_RETRIES
+        ):
+            async with attempt as tx:
+                if key is not None:
+                    await tx.run(claim(key))
+                row = await _transfer(tx, post_id, to_user, key)
+    except KeyHasOutcome:
+        assert key is not None
+        ctx.replayed = True
+        row = (await stored_outcome(ctx.db, key)).rows[0]
+    return json_response(Post.model_validate(row))
+
+
+async def _transfer(
+    tx: Transaction, post_id: int, to_user: int, key: IdempotencyKey | None
+) -> dict[str, Any]:
+    post = await tx.query_one("SELECT author_id FROM posts WHERE id = $1 FOR UPDATE", post_id)
+    if post is None:
+        raise post_missing(post_id)
+    target = await tx.query_one(
+        "SELECT (SELECT count(*) FROM posts WHERE author_id = $1 AND NOT published) AS drafts"
+        " FROM users WHERE id = $1",
+        to_user,
+    )
+    if target is None:
+        raise ValidationFailed(
+            f"user {to_user} does not exist",
+            [{"field": "to_user_id", "message": f"user {to_user} does not exist"}],
+        )
+    if post["author_id"] != to_user and target["drafts"] >= MAX_DRAFTS:
+        raise Conflict(
+            f"user {to_user} already has {target['drafts']} drafts (at most {MAX_DRAFTS})"
+        )
+    move = sql(
+        f"UPDATE posts SET author_id = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}",
+        post_id,
+        to_user,
+    )
+    tags = (PUBLISHED_POSTS, user_posts(post["author_id"]), user_posts(to_user))
+    result = await tx.run(move if key is None else kept(key, move), invalidate=tags)
+    return result.rows[0]

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from app import App, QueryParam, RouteSpec
-from models import Log, LogCreate, Page, Post, PostCreate, PostUpdate, User, UserCreate, UserUpdate
+from models import (
+    Log,
+    LogCreate,
+    Page,
+    Post,
+    PostCreate,
+    PostTransfer,
+    PostUpdate,
+    User,
+    UserCreate,
+    UserUpdate,
+)
 from routes import logs, meta, posts, users
 
 _LIMIT = QueryParam("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 100})
@@ -159,6 +170,15 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Publish a post",
         response=Post,
         errors=(404, *_DATABASE),
+    ),
+    RouteSpec(
+        "POST",
+        "/posts/{id:int}/transfer",
+        posts.transfer_post,
+        f"Move a post to another author (who must have fewer than {posts.MAX_DRAFTS} drafts)",
+        body=PostTransfer,
+        response=Post,
+        errors=(404, 409, 422, *_DATABASE),
     ),
 )
 

@@ -93,7 +93,7 @@ async def delete_user(ctx: Context) -> Response:
 async def list_user_posts(ctx: Context) -> Response:
     limit, after = keyset_window(ctx.request)
     user_id = ctx.params["id"]
-    found, posts = await ctx.db.transaction(
+    found, posts = await ctx.db.batch(
         [
             sql("SELECT 1 FROM users WHERE id = $1", user_id),
             sql(

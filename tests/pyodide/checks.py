@@ -32,7 +32,7 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
     import workers
 
     from app import App, Context, RouteSpec
-    from db.client import Database, sql
+    from db.client import Database, Isolation, sql
     from db.config import DatabaseConfig
     from db.errors import DatabaseUnavailable, QueryError
     from errors import MalformedJson
@@ -180,10 +180,22 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
         "arr": row["arr"],
         "raw": list(row["raw"]),
     }
-    batch = await db.transaction(
-        [sql("SELECT 1 AS a"), sql("SELECT $1::text AS b", "x")], read_only=True
-    )
+    batch = await db.batch([sql("SELECT 1 AS a"), sql("SELECT $1::text AS b", "x")], read_only=True)
     results["batch"] = [result.rows for result in batch]
+    # an interactive transaction: several fetches on one reserved connection
+    async with db.transaction(isolation=Isolation.SERIALIZABLE) as tx:
+        await tx.execute("CREATE TEMP TABLE IF NOT EXISTS pyodide_tx (n int)")
+        await tx.execute("INSERT INTO pyodide_tx VALUES ($1)", 7)
+        inside = await tx.query("SELECT n FROM pyodide_tx")
+        level = await tx.query_one("SHOW transaction_isolation")
+    rolled_back = "no"
+    try:
+        async with db.transaction() as tx:
+            await tx.execute("SELECT 1")
+            raise RuntimeError("roll it back")
+    except RuntimeError:
+        rolled_back = "yes"
+    results["transaction"] = {"inside": inside, "level": level, "rolled_back": rolled_back}
     try:
         await db.query("SELECT 1/0")
         results["postgres_error"] = None

@@ -164,6 +164,14 @@ def test_fetch_transport_batch_runs_as_one_transaction(pyodide_results: dict[str
     assert pyodide_results["batch"] == [[{"a": 1}], [{"b": "x"}]]
 
 
+def test_an_interactive_transaction_runs_over_fetch(pyodide_results: dict[str, Any]) -> None:
+    assert pyodide_results["transaction"] == {
+        "inside": [{"n": 7}],
+        "level": {"transaction_isolation": "serializable"},
+        "rolled_back": "yes",
+    }
+
+
 def test_fetch_transport_reports_postgres_errors_with_their_sqlstate(
     pyodide_results: dict[str, Any],
 ) -> None:

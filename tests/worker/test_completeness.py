@@ -65,6 +65,8 @@ DATABASE_ERRORS = [
     (db_errors.EndpointFailed("endpoint failed (500)"), 502),
     (db_errors.ProtocolError("garbled"), 502),
     (db_errors.ResultTooLarge("big"), 502),
+    (db_errors.TransactionGone("expired: rolled back"), 503),  # nothing of it committed
+    (db_errors.TransactionsUnsupported("https://neon.example"), 502),
 ]
 
 

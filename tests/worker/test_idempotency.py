@@ -54,6 +54,7 @@ async def test_the_same_key_and_body_replays_the_first_response_without_writing_
         ("POST", "/posts", {"author_id": 1, "title": "T"}),
         ("PATCH", "/posts/1", {"title": "Edited"}),
         ("POST", "/posts/1/publish", None),
+        ("POST", "/posts/1/transfer", {"to_user_id": 1}),
         ("DELETE", "/posts/1", None),
         ("PATCH", "/users/1", {"name": "B"}),
         ("DELETE", "/users/1", None),

@@ -111,7 +111,7 @@ async def test_param_round_trips_through_postgres(
 async def test_transaction_results_come_back_per_statement(database: Database) -> None:
     from db.client import Isolation, sql
 
-    results = await database.transaction(
+    results = await database.batch(
         [
             sql("SELECT $1::int AS a", 1),
             sql("SELECT $1::text AS b", "x"),
