@@ -204,10 +204,14 @@ logfile = {folder / "pgbouncer.log"}
     raise RuntimeError(f"pgbouncer did not start: {(folder / 'pgbouncer.log').read_text()}")
 
 
-def family_rss_mib(pid: int) -> float:
-    parent = psutil.Process(pid)
-    processes = [parent, *parent.children(recursive=True)]
-    return float(sum(p.memory_info().rss for p in processes)) / 2**20
+def family_peak_rss_mib(pid: int) -> float:
+    """The supervisor's and every worker's own peak resident memory, added up."""
+    total = 0
+    for process in (pid, *(child.pid for child in psutil.Process(pid).children())):
+        for line in Path(f"/proc/{process}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 async def storm(url: str, clients: int, seconds: float) -> Counter[int]:
@@ -233,6 +237,25 @@ async def storm(url: str, clients: int, seconds: float) -> Counter[int]:
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(one_client(session, n) for n in range(clients)))
     return statuses
+
+
+def run_storm(
+    postgres: object, folder: Path, gateway_options: list[str], clients: int, seconds: int
+) -> str:
+    """A fresh gateway (no cache filled by earlier runs) under `clients` at once."""
+    gateway = start_gateway(postgres.upstream_url, folder, *gateway_options)  # type: ignore[attr-defined]
+    try:
+        sampler = ConnectionSampler(postgres, APP_USER)  # type: ignore[arg-type]
+        with sampler:
+            statuses = asyncio.run(storm(f"{gateway.url}/sql", clients, seconds))
+        peak = family_peak_rss_mib(gateway.process.pid)
+    finally:
+        gateway.stop()
+    return (
+        f"{clients} clients for {seconds} s on --pool-size {POOL_SIZE}:"
+        f" statuses {dict(sorted(statuses.items()))}, at most {sampler.highest}"
+        f" server connections, gateway processes' peak RSS {peak:.0f} MiB in all"
+    )
 
 
 def main() -> None:
@@ -316,19 +339,11 @@ def main() -> None:
                         record("Worker GET /users/{id} (CPython host)", count, point)
                 finally:
                     worker.stop()
-            if "poolgate" in only and options.storm:
-                sampler = ConnectionSampler(postgres, APP_USER)
-                with sampler:
-                    statuses = asyncio.run(storm(url, options.storm, seconds))
-                rss = family_rss_mib(gateway.process.pid)
-                storm_result = (
-                    f"{options.storm} clients for {seconds} s on --pool-size {POOL_SIZE}:"
-                    f" statuses {dict(sorted(statuses.items()))}, at most {sampler.highest}"
-                    f" server connections, gateway processes {rss:.0f} MiB RSS in all"
-                )
-                print(storm_result, flush=True)
         finally:
             gateway.stop()
+        if "poolgate" in only and options.storm:
+            storm_result = run_storm(postgres, folder, gateway_options, options.storm, seconds)
+            print(storm_result, flush=True)
     finally:
         postgres.stop()
     report(results, clients, storm_result, options)

@@ -207,7 +207,8 @@ class ConnectionPool:
         seconds = self._settings.acquire_timeout if wait is None else wait
         self._waiting += 1
         try:
-            await asyncio.wait_for(slots.acquire(), seconds)
+            async with asyncio.timeout(seconds):  # no extra task, unlike wait_for
+                await slots.acquire()
         except TimeoutError:
             raise Unavailable(f"no pooled connection became free within {seconds:g} s") from None
         finally:
@@ -256,6 +257,19 @@ class ConnectionPool:
         if not self.accepts(password):
             self._verifier = self._digest(password)
         return connection
+
+    def release_clean(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
+        """Give back, at once, a connection that needs no reset and is idle; False (and
+        nothing done) otherwise: then `release` does it, with its round trips."""
+        if self._settings.reset_always and self._settings.reset_query:
+            return False
+        if connection.closed or connection.info.transaction_status != pq.TransactionStatus.IDLE:
+            return False
+        self._in_use -= 1
+        self._idle.append((connection, time.monotonic()))
+        self._slots.release()
+        self.last_used = time.monotonic()
+        return True
 
     async def release(
         self,
@@ -389,9 +403,12 @@ class PoolRegistry:
             yield connection
             reusable = True
         finally:
-            task = asyncio.get_running_loop().create_task(pool.release(connection, reusable, reset))
-            self._releases.add(task)
-            task.add_done_callback(self._releases.discard)
+            if not (reusable and not reset and pool.release_clean(connection)):
+                task = asyncio.get_running_loop().create_task(
+                    pool.release(connection, reusable, reset)
+                )
+                self._releases.add(task)
+                task.add_done_callback(self._releases.discard)
 
     async def authenticate(self, credentials: Credentials, client: str = "unknown") -> None:
         """Prove the credentials without running anything for the caller (cache hits,
