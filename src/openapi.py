@@ -60,12 +60,17 @@ def _schema(shape: Any, definitions: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def openapi_path(path: str) -> str:
+    """A route pattern in OpenAPI's syntax: `/users/{id:int}` is `/users/{id}`."""
+    return re.sub(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}", r"{\1}", path)
+
+
 def build_openapi(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     definitions: dict[str, Any] = {}
     for spec in routes:
         _, _, params = compile_pattern(spec.path)
-        path = re.sub(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}", r"{\1}", spec.path)
+        path = openapi_path(spec.path)
         operation: dict[str, Any] = {
             "summary": spec.summary,
             "operationId": spec.handler.__name__,

@@ -5,12 +5,33 @@ from __future__ import annotations
 from tests.worker.conftest import WorkerClient
 
 
-async def test_index_lists_name_version_and_every_route(client: WorkerClient) -> None:
+async def test_index_lists_name_version_and_every_route_in_openapi_syntax(
+    client: WorkerClient,
+) -> None:
     reply = await client.get("/")
     assert reply.status == 200
     index = reply.json()
     assert (index["name"], index["version"]) == ("pooled-worker", "0.1.0")
-    assert {"method": "GET", "path": "/users/{id:int}", "summary": "One user"} in index["routes"]
+    assert {"method": "GET", "path": "/users/{id}", "summary": "One user"} in index["routes"]
+    documented = (await client.get("/openapi.json")).json()["paths"]
+    assert {route["path"] for route in index["routes"]} == set(documented)
+    assert (index["explorer"], index["openapi"]) == ("/docs", "/openapi.json")
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+async def test_a_browser_asking_for_the_index_gets_a_page_linking_the_explorer(
+    client: WorkerClient,
+) -> None:
+    page = await client.get("/", headers={"accept": BROWSER_ACCEPT})
+    assert page.status == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert b'href="/docs"' in page.body and b'href="/openapi.json"' in page.body
+    for accept in ("*/*", "application/json", "application/json, text/html", ""):
+        headers = {"accept": accept} if accept else {}
+        answer = await client.get("/", headers=headers)
+        assert answer.headers["content-type"] == "application/json; charset=utf-8", accept
 
 
 async def test_health_reports_a_database_round_trip_and_its_latency(client: WorkerClient) -> None:
