@@ -3,10 +3,12 @@
 // Default.fetch, whose JS Response is written back. ctx.waitUntil work keeps running after
 // the response is sent, as the Workers runtime lets it.
 // Usage: node pyodide_host.mjs <config.json>; config: {port, src, standins, wheels, env,
-// settle}; settle (tests only) finishes ctx.waitUntil work before answering.
+// settle, assets}; settle (tests only) finishes ctx.waitUntil work before answering;
+// assets: the directory of wrangler.toml's [assets], served before the Worker.
 import { loadPyodide } from "pyodide";
 import { createServer } from "node:http";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
+import { extname, join } from "node:path";
 
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const started = performance.now();
@@ -96,7 +98,56 @@ function refuseMethod(outgoing, method) {
   outgoing.end(body);
 }
 
+// Workers static assets ([assets] in wrangler.toml), before the Worker, with the rules of
+// devstack/static_assets.py: GET/HEAD of a file under public/; /dir/ serves
+// dir/index.html and /dir redirects there; anything else goes to the Worker.
+const CONTENT_TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".ico": "image/x-icon",
+  ".png": "image/png",
+  ".json": "application/json",
+};
+
+function findAsset(method, url) {
+  if (method !== "GET" && method !== "HEAD") return null;
+  const [rawPath, query] = url.split(/\?(.*)/s);
+  let path;
+  try {
+    path = decodeURIComponent(rawPath);
+  } catch {
+    return null;
+  }
+  const parts = path.split("/").filter((part) => part);
+  if (parts.some((part) => part === "." || part === ".." || part.includes("\0"))) return null;
+  let target = join(config.assets, ...parts);
+  if (path.endsWith("/")) {
+    target = join(target, "index.html");
+  } else if (isDirectory(target) && isFile(join(target, "index.html"))) {
+    return { status: 307, headers: { location: `${rawPath}/${query ? `?${query}` : ""}` }, body: null };
+  }
+  if (!isFile(target)) return null;
+  const type = CONTENT_TYPES[extname(target)] ?? "text/plain; charset=utf-8";
+  return { status: 200, headers: { "content-type": type }, body: readFileSync(target) };
+}
+
+function isFile(path) {
+  return statSync(path, { throwIfNoEntry: false })?.isFile() ?? false;
+}
+
+function isDirectory(path) {
+  return statSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false;
+}
+
 async function handle(incoming, outgoing) {
+  const asset = findAsset(incoming.method, incoming.url);
+  if (asset) {
+    incoming.resume();
+    outgoing.writeHead(asset.status, asset.headers);
+    outgoing.end(incoming.method === "HEAD" ? undefined : (asset.body ?? undefined));
+    return;
+  }
   if (NOT_FETCH_METHODS.has(incoming.method)) {
     incoming.resume();
     return refuseMethod(outgoing, incoming.method);

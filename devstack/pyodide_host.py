@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 
 from devstack.migrate import read_dotenv
+from devstack.static_assets import PUBLIC
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELS = ROOT / ".local" / "wheels"
@@ -102,6 +103,7 @@ def host_command(dev_vars: Path, port: int, config_path: Path, settle: bool = Fa
         "wheels": [str(wheel) for wheel in wheel_files()],
         "env": worker_env(dev_vars),
         "settle": settle,
+        "assets": str(PUBLIC),
     }
     config_path.write_text(json.dumps(config))
     config_path.chmod(0o600)  # it holds the Worker's secrets

@@ -31,6 +31,7 @@ from app import App, Services, database_from_env
 from db.transport import Transport
 from devstack.aiohttp_transport import AiohttpTransport
 from devstack.migrate import read_dotenv
+from devstack.static_assets import find_asset
 from errors import BadRequest, error_response
 from routes.table import build_app
 from web import MAX_BODY_BYTES, Request
@@ -97,6 +98,10 @@ async def run(app: App, dev_vars: Path, host: str, port: int) -> None:
     services = services_from(dev_vars, transport, tasks)
 
     async def handle(incoming: web.BaseRequest) -> web.StreamResponse:
+        path, _, query = incoming.raw_path.partition("?")
+        asset = find_asset(incoming.method, path, query)
+        if asset is not None:  # as workerd serves [assets]: before the Worker
+            return to_aiohttp(asset.status, asset.body, asset.headers)
         response = await app.handle(await to_request(incoming), services)
         return to_aiohttp(response.status, response.body, response.headers)
 
