@@ -26,6 +26,8 @@ import httpx
 from devstack import postgres as embedded
 from devstack.migrate import apply_schema
 from devstack.stack_lock import StackBusy, exclusive_stack, require_free_ports
+from devstack.terminal import relay
+from devstack.workerd_memo import WorkerdMemo
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_USER = "app"
@@ -88,10 +90,15 @@ def why_it_failed(log: str) -> list[str]:
     return (telling or lines)[:4]
 
 
-def start_worker(runtime: str, port: int, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_worker(runtime: str, port: int, state: Path) -> tuple[subprocess.Popen[bytes], str]:
     """The Worker process and a sentence saying what it is."""
     url = f"http://127.0.0.1:{port}/"
-    if runtime in ("auto", "workerd"):
+    log_path = state / "workerd.log"
+    memo = WorkerdMemo(state / "workerd-unavailable.json")
+    skipped = memo.recent_failure() if runtime == "auto" else None
+    if skipped is not None:
+        print(skipped, flush=True)
+    elif runtime in ("auto", "workerd"):
         print("devstack: starting the Worker under `pywrangler dev` (workerd)...", flush=True)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -102,9 +109,11 @@ def start_worker(runtime: str, port: int, log_path: Path) -> tuple[subprocess.Po
                 stdin=subprocess.DEVNULL,
             )
         if wait_until_answering(url, process, seconds=120):
+            memo.forget()
             return process, "the Worker is running in workerd (pywrangler dev)"
         stop(process)
         reason = why_it_failed(log_path.read_text(errors="replace"))
+        memo.failed(reason)
         if runtime == "workerd":
             raise SystemExit("devstack: workerd could not start:\n  " + "\n  ".join(reason))
         print(
@@ -117,8 +126,11 @@ def start_worker(runtime: str, port: int, log_path: Path) -> tuple[subprocess.Po
     process = subprocess.Popen(
         [sys.executable, "-m", host, "--dev-vars", ".dev.vars", "--port", str(port)],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."]), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
+    relay(process, state / "logs" / "worker.log")
     if not wait_until_answering(url, process, seconds=120):
         raise SystemExit(f"devstack: the Worker's host ({host}) did not start")
     if runtime == "cpython":
@@ -191,7 +203,10 @@ def run_stack(options: argparse.Namespace, state: Path) -> int:
                 str(state / "api-key"),
             ],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
+        relay(children["the gateway"], state / "logs" / "gateway.log", prefix="gateway: ")
         if not wait_until_answering(f"{gateway_url}/readyz", children["the gateway"], 30):
             raise SystemExit("devstack: the gateway did not start")
 
@@ -203,15 +218,16 @@ def run_stack(options: argparse.Namespace, state: Path) -> int:
             f"DATABASE_API_KEY={api_key}\nLOCAL_DEVELOPMENT=true\n"
         )
 
-        worker, what = start_worker(options.runtime, options.port, state / "workerd.log")
+        worker, what = start_worker(options.runtime, options.port, state)
         children["the Worker"] = worker
         direct = masked(database.direct_url(APP_USER, password, APP_DATABASE), password)
         print(
             f"""
 devstack: ready.
   {what}
-  open      http://127.0.0.1:{options.port}/          (try /users, /health, /openapi.json)
+  open      http://127.0.0.1:{options.port}/docs      (the API explorer; / lists every route)
   gateway   {gateway_url}/sql   metrics {gateway_url}/metrics
+  logs      {state / "logs" / "gateway.log"}, {state / "logs" / "worker.log"} (a line per request)
   direct    {direct}   (migrations only)
   secrets   {state / "app-password"}, {state / "api-key"} (also in .dev.vars, git-ignored)
 Ctrl-C stops everything.""",

@@ -91,6 +91,15 @@ def test_stack_serves_the_api_keeps_data_between_runs_and_stops_cleanly(
             "new@example.com"
         ]
         assert httpx.get(f"http://127.0.0.1:{gateway_port}/readyz").status_code == 200
+        # the terminal shows start-up and URLs; a line per request goes to the log files
+        logs = tmp_path / "state" / "logs"
+        assert f"{logs / 'gateway.log'}, {logs / 'worker.log'}" in output
+        assert f"http://127.0.0.1:{port}/docs" in output
+        assert '"event": "request"' in (logs / "gateway.log").read_text()
+        assert "POST /users HTTP/1.1 201" in (logs / "worker.log").read_text()
+        terminal = log_path.read_text()
+        assert '"event": "request"' not in terminal and "POST /users" not in terminal
+        assert "gateway: " in terminal  # its start-up lines, named
     finally:
         stop_stack(process, tmp_path / "state")
     # a second run finds the data of the first
@@ -135,6 +144,16 @@ def test_auto_mode_says_plainly_which_runtime_serves_the_worker(
             time.sleep(0.1)
     finally:
         stop_stack(process, tmp_path / "state")
+    if in_pyodide:  # within the hour, a second start does not try the download again
+        process = start_stack(tmp_path / "state", port, free_port(), "auto", log_path)
+        try:
+            output = wait_for_ready(process, log_path, seconds=120).rsplit("devstack: stopped", 1)[
+                -1
+            ]
+            assert "devstack: not trying workerd again before" in output
+            assert "starting the Worker under `pywrangler dev`" not in output
+        finally:
+            stop_stack(process, tmp_path / "state")
 
 
 def test_a_second_start_refuses_at_once_and_leaves_the_first_stack_serving(
