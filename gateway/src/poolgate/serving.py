@@ -50,11 +50,13 @@ async def serve(settings: Settings, siblings: Siblings | None = None) -> None:
         reuse_port=siblings is not None,
     )
     await site.start()
+    worker = f', "worker": {siblings.index}' if siblings is not None else ""
     logging.getLogger("poolgate").info(
-        '{"event": "listening", "url": "%s://%s:%d"}',
+        '{"event": "listening", "url": "%s://%s:%d"%s}',
         "https" if tls else "http",
         settings.listen_host,
         settings.listen_port,
+        worker,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
