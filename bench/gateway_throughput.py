@@ -26,25 +26,12 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.wrk_scripts import sql_script  # noqa: E402
 from devstack import postgres as embedded  # noqa: E402
 
 USER, PASSWORD, DATABASE = "bench", "bench-password", "bench"
 QUERY = "SELECT id, name, email FROM bench_users WHERE id = $1"
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Neon-Connection-String"] = os.getenv("BENCH_CONNECTION_STRING")
-wrk.headers["Neon-Raw-Text-Output"] = "true"
-wrk.headers["Neon-Array-Mode"] = "true"
-if os.getenv("BENCH_CACHE_TTL") then
-  wrk.headers["Poolgate-Cache-TTL"] = os.getenv("BENCH_CACHE_TTL")
-end
-request = function()
-  local id = math.random(1, 10000)
-  return wrk.format(nil, "/sql", nil,
-    '{"query":"QUERY","params":[' .. id .. ']}')
-end
-""".replace("QUERY", QUERY)
+WRK_SCRIPT = sql_script(QUERY, 10_000)
 
 
 def prepare_database(data_dir: Path) -> embedded.EmbeddedPostgres:

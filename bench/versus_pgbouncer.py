@@ -36,6 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+from bench.wrk_scripts import sql_script  # noqa: E402
 from devstack.migrate import apply_schema  # noqa: E402
 from tests.support.services import (  # noqa: E402
     APP_DATABASE,
@@ -54,20 +55,7 @@ ROWS = 10_000
 POOL_SIZE = 10
 QUERY = "SELECT id, name, email FROM users WHERE id = $1"
 PGBENCH_SCRIPT = f"\\set id random(1, {ROWS})\n" + QUERY.replace("$1", ":id") + ";\n"
-GATEWAY_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Neon-Connection-String"] = os.getenv("BENCH_CONNECTION_STRING")
-wrk.headers["Neon-Raw-Text-Output"] = "true"
-wrk.headers["Neon-Array-Mode"] = "true"
-if os.getenv("BENCH_CACHE_TTL") then
-  wrk.headers["Poolgate-Cache-TTL"] = os.getenv("BENCH_CACHE_TTL")
-end
-request = function()
-  return wrk.format(nil, "/sql", nil,
-    '{"query":"QUERY","params":[' .. math.random(1, ROWS) .. ']}')
-end
-""".replace("QUERY", QUERY).replace("ROWS", str(ROWS))
+GATEWAY_SCRIPT = sql_script(QUERY, ROWS)
 WORKER_SCRIPT = """
 request = function()
   return wrk.format("GET", "/users/" .. math.random(1, ROWS))

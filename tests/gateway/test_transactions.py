@@ -280,3 +280,21 @@ def test_transactions_work_across_workers_whichever_one_a_call_reaches(
         )
         assert spread.commit(tx).status_code == 200
     assert len(spread.labels()) == 24
+
+
+def test_a_commit_that_fails_serialization_is_400_40001_and_the_transaction_is_gone(
+    client: Client,
+) -> None:
+    """Write skew under Serializable: each reads what the other writes; the second to
+    commit is refused by Postgres at its commit."""
+    serializable = {"Neon-Batch-Isolation-Level": "Serializable"}
+    first, second = client.begin(**serializable), client.begin(**serializable)
+    for tx in (first, second):
+        assert client.sql(tx, "SELECT count(*) FROM tx_items").status_code == 200
+    for tx, n in ((first, 1), (second, 2)):
+        assert client.sql(tx, "INSERT INTO tx_items VALUES ($1, 'skew')", n).status_code == 200
+    assert client.commit(first).json() == {"committed": True}
+    refused = client.commit(second)
+    assert refused.status_code == 400 and refused.json()["code"] == "40001"
+    assert client.commit(second).status_code == 404
+    assert client.labels() == ["skew"]

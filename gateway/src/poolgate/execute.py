@@ -92,22 +92,12 @@ async def run_request(
         if any(reads_session_sequences(statement.query) for statement in request.statements):
             await _command(cursor, RESET_BEFORE)  # currval/lastval: this request's own only
         if request.batch is None and not read_only:
-            body, rows = await _run_statement(cursor, request.statements[0], request, budget)
-            return Outcome(body.encode(), rows)
-        if request.batch is None:
-            await _command(cursor, "BEGIN READ ONLY")
-            body, rows = await _run_statement(cursor, request.statements[0], request, budget)
-            await _command(cursor, "COMMIT")
-            return Outcome(body.encode(), rows)
-        await _command(cursor, request.batch.begin_statement())
-        bodies: list[str] = []
-        total_rows = 0
-        for statement in request.statements:
-            body, rows = await _run_statement(cursor, statement, request, budget)
-            bodies.append(body)
-            total_rows += rows
+            return await _run_statements(cursor, request, budget)
+        begin = "BEGIN READ ONLY" if request.batch is None else request.batch.begin_statement()
+        await _command(cursor, begin)
+        outcome = await _run_statements(cursor, request, budget)
         await _command(cursor, "COMMIT")
-        return Outcome(('{"results":[' + ",".join(bodies) + "]}").encode(), total_rows)
+        return outcome
     except psycopg.Error as exc:
         raise translate_error(exc) from None
 
@@ -122,18 +112,24 @@ async def run_in_transaction(
     try:
         if any(reads_session_sequences(statement.query) for statement in request.statements):
             await _command(cursor, RESET_BEFORE)
-        if request.batch is None:
-            body, rows = await _run_statement(cursor, request.statements[0], request, budget)
-            return Outcome(body.encode(), rows)
-        bodies: list[str] = []
-        total_rows = 0
-        for statement in request.statements:
-            body, rows = await _run_statement(cursor, statement, request, budget)
-            bodies.append(body)
-            total_rows += rows
-        return Outcome(('{"results":[' + ",".join(bodies) + "]}").encode(), total_rows)
+        return await _run_statements(cursor, request, budget)
     except psycopg.Error as exc:
         raise translate_error(exc) from None
+
+
+async def _run_statements(cursor: ChunkedCursor, request: SqlRequest, budget: _Budget) -> Outcome:
+    """A single query's answer, or a batch's `{"results": [...]}`, statement by statement
+    (the caller runs whatever transaction commands surround them)."""
+    if request.batch is None:
+        body, rows = await _run_statement(cursor, request.statements[0], request, budget)
+        return Outcome(body.encode(), rows)
+    bodies: list[str] = []
+    total_rows = 0
+    for statement in request.statements:
+        body, rows = await _run_statement(cursor, statement, request, budget)
+        bodies.append(body)
+        total_rows += rows
+    return Outcome(('{"results":[' + ",".join(bodies) + "]}").encode(), total_rows)
 
 
 async def end_transaction(connection: psycopg.AsyncConnection[Any], command: str) -> str:

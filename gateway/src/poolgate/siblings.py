@@ -38,6 +38,22 @@ MAX_LINE = 64 * 1024 * 1024  # a metrics reply of many pools is the longest line
 Handlers = dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]
 
 
+async def _exchange(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    message: dict[str, Any],
+    seconds: float,
+) -> Any:
+    """Send one request line; its reply, within `seconds`."""
+    async with asyncio.timeout(seconds):
+        writer.write(json.dumps(message).encode() + b"\n")
+        await writer.drain()
+        line = await reader.readline()
+    if not line:
+        raise ConnectionResetError("the sibling hung up")
+    return json.loads(line)["reply"]
+
+
 class _Link:
     """One connection to one sibling, used by one request at a time."""
 
@@ -54,15 +70,8 @@ class _Link:
                     self._streams = await asyncio.open_unix_connection(self.path, limit=MAX_LINE)
             except (FileNotFoundError, ConnectionRefusedError):
                 return None
-            reader, writer = self._streams
             try:
-                async with asyncio.timeout(REPLY_TIMEOUT):
-                    writer.write(json.dumps(message).encode() + b"\n")
-                    await writer.drain()
-                    line = await reader.readline()
-                if not line:
-                    raise ConnectionResetError("the sibling hung up")
-                return json.loads(line)["reply"]
+                return await _exchange(*self._streams, message, REPLY_TIMEOUT)
             except BaseException:
                 self.close()
                 raise
@@ -128,13 +137,7 @@ class Siblings:
             self._path.parent / f"{index}.sock", limit=MAX_LINE
         )
         try:
-            async with asyncio.timeout(seconds):
-                writer.write(json.dumps(message).encode() + b"\n")
-                await writer.drain()
-                line = await reader.readline()
-            if not line:
-                raise ConnectionResetError("the sibling hung up")
-            return json.loads(line)["reply"]
+            return await _exchange(reader, writer, message, seconds)
         finally:
             writer.close()
 
