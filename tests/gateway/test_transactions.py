@@ -298,3 +298,22 @@ def test_a_commit_that_fails_serialization_is_400_40001_and_the_transaction_is_g
     assert refused.status_code == 400 and refused.json()["code"] == "40001"
     assert client.commit(second).status_code == 404
     assert client.labels() == ["skew"]
+
+
+def test_currval_inside_reads_the_transactions_own_nextval_never_an_earlier_requests(
+    gateways: GatewayFactory, postgres: EmbeddedPostgres, url: str
+) -> None:
+    with postgres.admin("appdb") as conn:
+        conn.execute("DROP SEQUENCE IF EXISTS tx_seq")
+        conn.execute("CREATE SEQUENCE tx_seq")
+        conn.execute(f"GRANT ALL ON tx_seq TO {ROLE}")
+    single = Client(gateways("--pool-size", "1", "--workers", "1"), url)
+    single.sql(None, "SELECT nextval('tx_seq')")  # leaves sequence state in the session
+    tx = single.begin()
+    assert single.sql(tx, "SELECT currval('tx_seq')").json()["code"] == "55000"
+    single.rollback(tx)
+    tx = single.begin()
+    made = single.sql(tx, "SELECT nextval('tx_seq')::text AS n").json()["rows"][0]["n"]
+    read = single.sql(tx, "SELECT currval('tx_seq')::text AS n").json()["rows"][0]["n"]
+    assert made == read
+    single.commit(tx)

@@ -106,13 +106,10 @@ async def run_in_transaction(
     connection: psycopg.AsyncConnection[Any], request: SqlRequest, max_response_bytes: int
 ) -> Outcome:
     """A query, or a batch's statements in order, inside the connection's open
-    transaction (no BEGIN or COMMIT of their own): answered as outside one."""
-    budget = _Budget(max_response_bytes)
-    cursor = _cursor(connection)
+    transaction (no BEGIN or COMMIT of their own): answered as outside one. (Sequence
+    state was reset before the BEGIN: currval here sees this transaction's nextval.)"""
     try:
-        if any(reads_session_sequences(statement.query) for statement in request.statements):
-            await _command(cursor, RESET_BEFORE)
-        return await _run_statements(cursor, request, budget)
+        return await _run_statements(_cursor(connection), request, _Budget(max_response_bytes))
     except psycopg.Error as exc:
         raise translate_error(exc) from None
 

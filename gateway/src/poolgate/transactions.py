@@ -46,7 +46,7 @@ from poolgate.errors import (
 from poolgate.execute import Outcome, end_transaction, run_in_transaction, translate_error
 from poolgate.pool import ConnectionPool, PoolRegistry
 from poolgate.protocol import BatchOptions, Credentials, SqlRequest
-from poolgate.session_state import may_change_session
+from poolgate.session_state import RESET_BEFORE, may_change_session
 
 log = logging.getLogger("poolgate.transactions")
 
@@ -156,6 +156,8 @@ class Transactions:
         connection = await pool.acquire(credentials.password, client, wait=options.max_wait)
         try:
             async with asyncio.timeout(self._settings.connect_timeout):
+                # an earlier request's nextval must not answer this transaction's currval
+                await end_transaction(connection, RESET_BEFORE)
                 await end_transaction(connection, options.batch.begin_statement())
         except BaseException as exc:
             await pool.release(connection, reusable=False)
