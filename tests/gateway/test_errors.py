@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from devstack.postgres import EmbeddedPostgres
-from tests.support.services import Gateway, GatewayFactory, make_app_url
+from tests.support.services import Gateway, GatewayFactory, make_app_url, raw_exchange
 from tests.support.sql import post_sql
 
 POSTGRES_ERROR_FIELDS = {
@@ -202,6 +202,17 @@ def test_request_body_over_the_limit_answers_413(gateways: GatewayFactory, app_u
         content=iter([b'{"query": "SELECT 1", "pad": "', b"y" * 3000, b'"}']),
     )
     assert chunked.status_code == 413
+    # the whole chunked body in one write: there at once, still measured
+    body = b'{"query": "SELECT 1", "pad": "' + b"z" * 3000 + b'"}'
+    at_once = raw_exchange(
+        small.url,
+        b"POST /sql HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+        + f"Neon-Connection-String: {app_url}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n",
+    )
+    assert at_once.split(b" ")[1] == b"413"
     assert post_sql(small.url, app_url, {"query": "SELECT 1"}).status_code == 200
 
 

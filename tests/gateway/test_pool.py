@@ -115,7 +115,7 @@ def test_client_disconnect_cancels_the_query_on_the_server(
             break
         time.sleep(0.05)
     assert still_running == (0,)
-    assert '"status": 499' in gateway.log_text()
+    assert '"status": 499' in gateway.log_once_it_has('"status": 499')
     assert post_sql(gateway.url, url, {"query": "SELECT 1"}).status_code == 200
 
 

@@ -124,4 +124,5 @@ def test_a_server_certificate_from_another_ca_is_refused(
     gateway = gateways(upstream=tls_postgres.upstream(tls_postgres.other_ca_file))
     reply = post_sql(gateway.url, CONNECTION, SSL_IN_USE)
     assert reply.status_code == 503
-    assert "password" not in reply.text and PASSWORD not in gateway.log_text()
+    log = gateway.log_once_it_has(reply.headers["Neon-Request-Id"])
+    assert "password" not in reply.text and PASSWORD not in log

@@ -44,7 +44,7 @@ def served_by(gateway: Gateway, url: str) -> int:
     """The pid of the worker that answered, from its request log line."""
     reply = fresh_connection_post(gateway, url, {"query": "SELECT 1"})
     request_id = reply.headers["Neon-Request-Id"]
-    for line in gateway.log_text().splitlines():
+    for line in gateway.log_once_it_has(request_id).splitlines():
         if request_id in line:
             return int(json.loads(line)["worker"])
     raise AssertionError("no log line for the request")

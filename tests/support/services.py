@@ -108,6 +108,16 @@ class Gateway:
     def log_text(self) -> str:
         return self.log_path.read_text()
 
+    def log_once_it_has(self, text: str, seconds: float = 5.0) -> str:
+        """The log once `text` is in it (request lines are written just after the answer,
+        a loop turn's lines together)."""
+        deadline = time.monotonic() + seconds
+        while text not in (log := self.log_text()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never reached the log:\n{log[-2000:]}")
+            time.sleep(0.01)
+        return log
+
     def stop(self) -> None:
         terminate(self.process)
 

@@ -167,6 +167,7 @@ class Gateway:
             await self.siblings.close()
         await self.service.transactions.close()
         await self.pools.close()
+        REQUEST_LOG.flush()
         if cache is not None:
             await cache.store.close()
 
@@ -459,6 +460,11 @@ async def _read_body(settings: Settings, request: web.BaseRequest) -> bytes:
     limit = settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise RequestTooLarge(limit)
+    if request.content.is_eof():  # all there already: small bodies come with the head
+        body = request.content.read_nowait()  # (no loop turn to see the end of it)
+        if len(body) > limit:  # chunked, so no Content-Length to check first
+            raise RequestTooLarge(limit)
+        return body
     chunks: list[bytes] = []
     size = 0
     try:
