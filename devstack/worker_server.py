@@ -55,6 +55,9 @@ async def read_body(incoming: web.BaseRequest) -> bytes | None:
     """The body, or None when it is over MAX_BODY_BYTES (not read further)."""
     if (incoming.content_length or 0) > MAX_BODY_BYTES:
         return None
+    if incoming.content.is_eof():  # all there already (no loop turn to see its end)
+        body = incoming.content.read_nowait()
+        return None if len(body) > MAX_BODY_BYTES else body
     chunks, size = [], 0
     async for chunk in incoming.content.iter_any():
         size += len(chunk)
