@@ -25,7 +25,7 @@ class RequestLog:
         self.stream = stream
         self.worker = os.getpid()  # which process answered, when several share the port
         self._lines: list[str] = []
-        self._flush_scheduled = False
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # loop a flush waits on
 
     def request(
         self,
@@ -46,12 +46,13 @@ class RequestLog:
             f' "worker": {self.worker}}}\n'
         )
         self._lines.append(line)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        loop = asyncio.get_running_loop()
+        if self._flush_on is not loop:  # none pending (or on a loop that has ended)
+            self._flush_on = loop
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._flush_scheduled = False
+        self._flush_on = None
         if self._lines:
             lines, self._lines = self._lines, []
             (self.stream or sys.stderr).write("".join(lines))
