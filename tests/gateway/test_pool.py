@@ -25,7 +25,8 @@ async def test_200_concurrent_requests_never_exceed_pool_size_5_and_all_succeed(
     gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
     url = make_role(postgres, "bound_user")
-    gateway = gateways("--pool-size", "5", "--acquire-timeout", "30")
+    # one worker: it reaches exactly its pool; over workers, test_workers
+    gateway = gateways("--pool-size", "5", "--acquire-timeout", "30", "--workers", "1")
     body = {"query": "SELECT pg_sleep(0.01), $1::int AS n"}
     limits = httpx.Limits(max_connections=200)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import httpx
+import psutil
 
 from devstack import postgres as devstack_postgres
 from devstack.postgres import EmbeddedPostgres
@@ -166,7 +167,20 @@ def start_gateway(
     gateway = Gateway(f"{scheme}://127.0.0.1:{port}", process, log_path, args)
     verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
     wait_until_answering(process, f"{gateway.url}/healthz", log_path, 20, verify)
+    wait_for_every_worker(gateway)
     return gateway
+
+
+def wait_for_every_worker(gateway: Gateway, seconds: float = 20) -> None:
+    """With --workers, /healthz answers once one worker listens: wait until every
+    worker the supervisor started says it listens (each logs it once)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        workers = len(psutil.Process(gateway.process.pid).children())
+        if gateway.log_text().count('"event": "listening"') >= workers:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"not every worker started:\n{gateway.log_text()}")
 
 
 def wait_until_answering(
