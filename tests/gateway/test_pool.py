@@ -10,7 +10,12 @@ import httpx
 import pytest
 
 from devstack.postgres import EmbeddedPostgres
-from tests.support.services import ConnectionSampler, GatewayFactory, server_connections
+from tests.support.services import (
+    ConnectionSampler,
+    GatewayFactory,
+    server_connections,
+    wait_until_not_running,
+)
 from tests.support.sql import post_sql
 
 
@@ -104,18 +109,7 @@ def test_client_disconnect_cancels_the_query_on_the_server(
     gateway = gateways("--pool-size", "2")
     with pytest.raises(httpx.ReadTimeout):
         post_sql(gateway.url, url, {"query": "SELECT pg_sleep(30) /* cancel-me */"}, timeout=0.5)
-    deadline = time.monotonic() + 3
-    still_running = None
-    while time.monotonic() < deadline:
-        with postgres.admin("appdb") as conn:
-            still_running = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                "AND query LIKE '%%cancel-me%%' AND pid <> pg_backend_pid()"
-            ).fetchone()
-        if still_running == (0,):
-            break
-        time.sleep(0.05)
-    assert still_running == (0,)
+    assert wait_until_not_running(postgres, "cancel-me", seconds=3) == 0
     assert '"status": 499' in gateway.log_once_it_has('"status": 499')
     assert post_sql(gateway.url, url, {"query": "SELECT 1"}).status_code == 200
 

@@ -13,7 +13,12 @@ import pytest
 
 from devstack.postgres import EmbeddedPostgres
 from tests.gateway.test_pool import make_role
-from tests.support.services import Gateway, GatewayFactory, server_connections
+from tests.support.services import (
+    Gateway,
+    GatewayFactory,
+    server_connections,
+    wait_until_not_running,
+)
 
 ROLE = "tx_user"
 
@@ -226,18 +231,7 @@ def test_a_client_gone_mid_statement_cancels_it_and_rolls_the_transaction_back(
             headers={"Neon-Connection-String": client.url, "Poolgate-Transaction": tx},
             timeout=0.5,
         )
-    deadline = time.monotonic() + 5
-    running = None
-    while time.monotonic() < deadline:
-        with postgres.admin("appdb") as conn:
-            running = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%tx-gone%%'"
-                " AND state = 'active' AND pid <> pg_backend_pid()"
-            ).fetchone()
-        if running == (0,):
-            break
-        time.sleep(0.05)
-    assert running == (0,)
+    assert wait_until_not_running(postgres, "tx-gone", seconds=5) == 0
     assert client.sql(tx, "SELECT 1").status_code == 404
     assert client.labels() == []
 

@@ -52,6 +52,23 @@ def server_connections(postgres: EmbeddedPostgres, user: str) -> int:
     return int(str(row[0]))
 
 
+def wait_until_not_running(postgres: EmbeddedPostgres, marker: str, seconds: float) -> int:
+    """Statements containing `marker` still running on the server once they stopped or
+    `seconds` passed (0 when all stopped in time)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with postgres.admin("appdb") as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                " AND strpos(query, %s) > 0 AND pid <> pg_backend_pid()",
+                [marker],
+            ).fetchone()
+        running = int(str(row[0])) if row is not None else 0
+        if running == 0 or time.monotonic() > deadline:
+            return running
+        time.sleep(0.05)
+
+
 def raw_exchange(url: str, request: bytes) -> bytes:
     """Send bytes exactly as given (no client fixes them); all the server answers."""
     parts = urlsplit(url)
