@@ -26,7 +26,7 @@ from db.errors import (
     ProtocolError,
     from_reply,
 )
-from db.transport import HttpCall, Transport, TransportFailure
+from db.transport import HttpCall, HttpReply, Transport, TransportFailure
 from db.types import decoder_for
 
 if TYPE_CHECKING:
@@ -182,18 +182,9 @@ class Database(Queries):
         if not tags:
             return
         url = self._config.endpoint.removesuffix("/sql") + "/invalidate"
-        headers = {
-            "Content-Type": "application/json",
-            "Neon-Connection-String": self._config.connection_string,
-            **self._auth_headers(),
-        }
-        call = HttpCall(
-            url, headers, json.dumps({"tags": list(tags)}).encode(), self._config.timeout
+        reply = await call_endpoint(
+            self._config, self._transport, url, {"tags": list(tags)}, sent_matters=False
         )
-        try:
-            reply = await self._transport(call)
-        except TransportFailure as exc:
-            raise DatabaseUnavailable(exc.reason) from None
         if reply.status not in (200, 404):
             raise from_reply(reply.status, reply.body)
 
@@ -211,12 +202,9 @@ class Database(Queries):
 
         Only a `read_only` transaction can be answered from the cache."""
         headers = {
-            "Neon-Batch-Read-Only": str(read_only).lower(),
-            "Neon-Batch-Deferrable": str(deferrable).lower(),
+            **batch_headers(isolation, read_only, deferrable),
             **_cache_headers(cache, invalidate),
         }
-        if isolation is not None:
-            headers["Neon-Batch-Isolation-Level"] = isolation.value
         body = {"queries": [statement_body(s) for s in statements]}
         answer, reply_headers = await self._post(body, headers)
         results = answer.get("results")
@@ -224,38 +212,67 @@ class Database(Queries):
             raise ProtocolError("a batch answer must hold one result per statement")
         return [result_of(item, reply_headers) for item in results]
 
-    def _auth_headers(self) -> dict[str, str]:
-        """The endpoint's API key (poolgate --api-keys), when the Worker has one."""
-        key = self._config.api_key
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
     async def _post(
         self, body: dict[str, Any], extra_headers: dict[str, str]
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        headers = {
-            "Content-Type": "application/json",
-            "Neon-Connection-String": self._config.connection_string,
-            "Neon-Raw-Text-Output": "true",
-            "Neon-Array-Mode": "true",
-            **self._auth_headers(),
-            **extra_headers,
-        }
-        call = HttpCall(
-            self._config.endpoint, headers, json.dumps(body).encode(), self._config.timeout
+        reply = await call_endpoint(
+            self._config, self._transport, self._config.endpoint, body, ROWS_AS_TEXT | extra_headers
         )
-        try:
-            reply = await self._transport(call)
-        except TransportFailure as exc:
-            raise (OutcomeUnknown if exc.sent else DatabaseUnavailable)(exc.reason) from None
         if reply.status != 200:
             raise from_reply(reply.status, reply.body)
-        try:
-            decoded = json.loads(reply.body)
-        except ValueError:
-            raise ProtocolError("the database endpoint answered 200 without JSON") from None
-        if not isinstance(decoded, dict):
-            raise ProtocolError("the database endpoint answered 200 with a non-object")
-        return decoded, {name.lower(): value for name, value in reply.headers.items()}
+        return decoded_answer(reply)
+
+
+# Every cell as Postgres's text, rows as arrays: decoded here by type (db.types).
+ROWS_AS_TEXT = {"Neon-Raw-Text-Output": "true", "Neon-Array-Mode": "true"}
+
+
+async def call_endpoint(
+    config: DatabaseConfig,
+    transport: Transport,
+    url: str,
+    body: dict[str, Any] | None,
+    extra_headers: dict[str, str] | None = None,
+    *,
+    sent_matters: bool = True,
+) -> HttpReply:
+    """One call to the endpoint, with the connection string and the API key (poolgate
+    --api-keys) when the Worker has one. `sent_matters`: a reply lost after the call
+    left makes its outcome unknown; otherwise the endpoint is merely unavailable."""
+    headers = {
+        "Content-Type": "application/json",
+        "Neon-Connection-String": config.connection_string,
+        **({"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}),
+        **(extra_headers or {}),
+    }
+    payload = json.dumps(body).encode() if body is not None else b""
+    try:
+        return await transport(HttpCall(url, headers, payload, config.timeout))
+    except TransportFailure as exc:
+        unknown = exc.sent and sent_matters
+        raise (OutcomeUnknown if unknown else DatabaseUnavailable)(exc.reason) from None
+
+
+def decoded_answer(reply: HttpReply) -> tuple[dict[str, Any], dict[str, str]]:
+    """A 200 answer's JSON object, and its headers with lower-case names."""
+    try:
+        decoded = json.loads(reply.body)
+    except ValueError:
+        raise ProtocolError("the database endpoint answered 200 without JSON") from None
+    if not isinstance(decoded, dict):
+        raise ProtocolError("the database endpoint answered 200 with a non-object")
+    return decoded, {name.lower(): value for name, value in reply.headers.items()}
+
+
+def batch_headers(isolation: Isolation | None, read_only: bool, deferrable: bool) -> dict[str, str]:
+    """A transaction's options, as the protocol's headers name them."""
+    headers = {
+        "Neon-Batch-Read-Only": str(read_only).lower(),
+        "Neon-Batch-Deferrable": str(deferrable).lower(),
+    }
+    if isolation is not None:
+        headers["Neon-Batch-Isolation-Level"] = isolation.value
+    return headers
 
 
 def _cache_headers(cache: Cache | None, invalidate: tuple[str, ...]) -> dict[str, str]:

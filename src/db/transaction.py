@@ -20,19 +20,29 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from db.client import Cache, Isolation, Queries, Result, Statement, result_of, statement_body
+from db.client import (
+    ROWS_AS_TEXT,
+    Cache,
+    Isolation,
+    Queries,
+    Result,
+    Statement,
+    batch_headers,
+    call_endpoint,
+    decoded_answer,
+    result_of,
+    statement_body,
+)
 from db.config import DatabaseConfig
 from db.errors import (
     DatabaseError,
-    DatabaseUnavailable,
-    OutcomeUnknown,
     ProtocolError,
     QueryError,
     TransactionGone,
     TransactionsUnsupported,
     from_reply,
 )
-from db.transport import HttpCall, HttpReply, Transport, TransportFailure
+from db.transport import HttpReply, Transport
 
 log = logging.getLogger("worker")
 
@@ -58,12 +68,9 @@ class TransactionCalls:
         self._base = config.endpoint.removesuffix("/sql")
 
     async def begin(self, options: TransactionOptions) -> str:
-        headers = {"Neon-Batch-Read-Only": str(options.read_only).lower()}
-        headers["Neon-Batch-Deferrable"] = str(options.deferrable).lower()
-        if options.isolation is not None:
-            headers["Neon-Batch-Isolation-Level"] = options.isolation.value
+        headers = batch_headers(options.isolation, options.read_only, options.deferrable)
         body = {"timeout_ms": max(1, round(options.timeout * 1000))}
-        reply = await self._call(f"{self._base}/transaction", headers, body, sent_matters=False)
+        reply = await self._call(f"{self._base}/transaction", body, headers, sent_matters=False)
         if reply.status == 404:
             raise TransactionsUnsupported(self._base)
         if reply.status != 201:
@@ -76,32 +83,23 @@ class TransactionCalls:
     async def run(self, transaction_id: str, statement: Statement) -> Result:
         reply = await self._call(
             self._config.endpoint,
-            {
-                "Poolgate-Transaction": transaction_id,
-                "Neon-Raw-Text-Output": "true",
-                "Neon-Array-Mode": "true",
-            },
             statement_body(statement),
+            {"Poolgate-Transaction": transaction_id} | ROWS_AS_TEXT,
             sent_matters=False,  # nothing inside commits before the commit call
         )
         self._raise_for(reply, 200)
-        try:
-            answer = json.loads(reply.body)
-        except ValueError:
-            raise ProtocolError("the database endpoint answered 200 without JSON") from None
-        return result_of(answer, {name.lower(): value for name, value in reply.headers.items()})
+        return result_of(*decoded_answer(reply))
 
     async def commit(self, transaction_id: str, invalidate: tuple[str, ...]) -> None:
         headers = {"Poolgate-Invalidate-Tags": ",".join(invalidate)} if invalidate else {}
-        reply = await self._call(f"{self._base}/transaction/{transaction_id}/commit", headers, None)
+        reply = await self._call(f"{self._base}/transaction/{transaction_id}/commit", None, headers)
         self._raise_for(reply, 200)
         if reply.headers.get("poolgate-invalidate-status") == "failed":
             log.warning("the transaction committed but the endpoint could not drop %s", invalidate)
 
     async def rollback(self, transaction_id: str) -> None:
-        reply = await self._call(
-            f"{self._base}/transaction/{transaction_id}/rollback", {}, None, sent_matters=False
-        )
+        url = f"{self._base}/transaction/{transaction_id}/rollback"
+        reply = await self._call(url, None, sent_matters=False)
         if reply.status not in (200, 404, 410):  # gone is rolled back too
             raise from_reply(reply.status, reply.body)
 
@@ -119,24 +117,16 @@ class TransactionCalls:
     async def _call(
         self,
         url: str,
-        extra_headers: dict[str, str],
         body: dict[str, Any] | None,
+        headers: dict[str, str] | None = None,
+        *,
         sent_matters: bool = True,
     ) -> HttpReply:
-        """`sent_matters`: a lost reply leaves the outcome unknown (only a commit's
-        does: before it nothing is committed, so the call is merely unavailable)."""
-        headers = {
-            "Content-Type": "application/json",
-            "Neon-Connection-String": self._config.connection_string,
-            **({"Authorization": f"Bearer {self._config.api_key}"} if self._config.api_key else {}),
-            **extra_headers,
-        }
-        payload = json.dumps(body).encode() if body is not None else b""
-        try:
-            return await self._transport(HttpCall(url, headers, payload, self._config.timeout))
-        except TransportFailure as exc:
-            unknown = exc.sent and sent_matters
-            raise (OutcomeUnknown if unknown else DatabaseUnavailable)(exc.reason) from None
+        """Only a commit's lost reply leaves its outcome unknown: before it, nothing of
+        the transaction is committed (`sent_matters=False`)."""
+        return await call_endpoint(
+            self._config, self._transport, url, body, headers, sent_matters=sent_matters
+        )
 
 
 class Transaction(Queries):

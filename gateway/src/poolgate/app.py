@@ -41,7 +41,7 @@ from poolgate.metrics import CONTENT_TYPE, Metrics, merge_expositions
 from poolgate.pool import PoolRegistry
 from poolgate.request_log import RequestLog
 from poolgate.siblings import Siblings
-from poolgate.sql_service import TRANSACTION_HEADER, SqlService
+from poolgate.sql_service import TRANSACTION_HEADER, SqlAnswer, SqlService
 from poolgate.transactions import Transactions
 
 log = logging.getLogger("poolgate.http")
@@ -196,10 +196,7 @@ class Gateway:
             self._record(request, request_id, 499, started, "client_closed", None, None)
             raise
         except Exception as exc:
-            error = _as_gateway_error(exc)
-            response = _answer_error(error)
-            outcome = _outcome_name(error)
-            sqlstate = error.sqlstate
+            response, outcome, sqlstate = _failure(exc)
         headers = response.headers
         headers["Neon-Request-Id"] = request_id
         if request.path == "/sql" and request.method == "POST":
@@ -238,14 +235,7 @@ class Gateway:
         """A transaction call, answered by this worker (it holds the transaction)."""
         service = self.service
         if call.path == "/sql":
-            answer = await service.answer(call.headers, call.body, call.client)
-            response = _RowsResponse(
-                body=answer.outcome.body,
-                content_type=JSON_TYPE,
-                headers={"Poolgate-Cache-Status": "none"},
-            )
-            response.rows = answer.outcome.row_count
-            return response
+            return _sql_response(await service.answer(call.headers, call.body, call.client))
         if call.path == TRANSACTION_PATH:
             opened = await service.begin(call.headers, call.body, call.client)
             return web.json_response(opened, status=201)
@@ -263,9 +253,7 @@ class Gateway:
         try:
             response: web.Response = await self.answer_call(Call.from_message(message))
         except Exception as exc:
-            error = _as_gateway_error(exc)
-            response = _answer_error(error)
-            outcome, sqlstate = _outcome_name(error), error.sqlstate
+            response, outcome, sqlstate = _failure(exc)
         return _Relayed.message(response, outcome, sqlstate)
 
     def _record(
@@ -403,6 +391,12 @@ def _as_gateway_error(exc: Exception) -> GatewayError:
     return GatewayError("internal error")
 
 
+def _failure(exc: Exception) -> tuple[web.Response, str, str | None]:
+    """A failure's answer, outcome name (metrics, log) and SQLSTATE."""
+    error = _as_gateway_error(exc)
+    return _answer_error(error), _outcome_name(error), error.sqlstate
+
+
 def _answer_error(error: GatewayError) -> web.Response:
     """The one place a failure becomes an HTTP response."""
     return web.Response(
@@ -436,6 +430,11 @@ async def _sql(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse
     answer = await gateway.service.answer(
         request.headers, await _read_body(gateway.settings, request), request.remote or "unknown"
     )
+    return _sql_response(answer)
+
+
+def _sql_response(answer: SqlAnswer) -> web.Response:
+    """A `/sql` answer, in a transaction or not: rows, how the cache served them."""
     headers = {"Poolgate-Cache-Status": answer.cache_status}
     if answer.age is not None:
         headers["Age"] = str(answer.age)

@@ -74,6 +74,11 @@ def _looks_alive(connection: psycopg.AsyncConnection[tuple[object, ...]]) -> boo
     return not readable
 
 
+def _idle_and_open(connection: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
+    """Open, and in no transaction: fit to serve another request."""
+    return not connection.closed and connection.info.transaction_status == pq.TransactionStatus.IDLE
+
+
 LOGIN_LANE = 2  # concurrent checks of a not-yet-accepted password, per pool
 MAX_POOLS = 1000  # distinct (user, database) pairs held at once
 
@@ -261,15 +266,17 @@ class ConnectionPool:
     def release_clean(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
         """Give back, at once, a connection that needs no reset and is idle; False (and
         nothing done) otherwise: then `release` does it, with its round trips."""
-        if self._settings.reset_always and self._settings.reset_query:
-            return False
-        if connection.closed or connection.info.transaction_status != pq.TransactionStatus.IDLE:
+        if self._needs_reset(False) or not _idle_and_open(connection):
             return False
         self._in_use -= 1
         self._idle.append((connection, time.monotonic()))
         self._slots.release()
         self.last_used = time.monotonic()
         return True
+
+    def _needs_reset(self, session_may_have_changed: bool) -> bool:
+        settings = self._settings
+        return bool(settings.reset_query) and (session_may_have_changed or settings.reset_always)
 
     async def release(
         self,
@@ -296,9 +303,9 @@ class ConnectionPool:
     async def _reset(
         self, connection: psycopg.AsyncConnection[tuple[object, ...]], reset: bool
     ) -> bool:
-        if connection.closed or connection.info.transaction_status != pq.TransactionStatus.IDLE:
+        if not _idle_and_open(connection):
             return False
-        if not self._settings.reset_query or not (reset or self._settings.reset_always):
+        if not self._needs_reset(reset):
             return True
         try:
             async with asyncio.timeout(self._settings.connect_timeout):

@@ -86,13 +86,9 @@ class SqlService:
                     raise
         if answer is None:
             answer = SqlAnswer(await self._run(request, False, client), "none", None)
-        if policy.invalidate and self.cache is not None:
-            # only reached once the statement (or the whole batch) has committed, so a
-            # failure here must not turn a committed write into an error: it is reported
-            try:
-                await self.cache.invalidate(_scoped(request.credentials, policy.invalidate))
-            except CacheUnavailable:
-                return replace(answer, invalidation_failed=True)
+        # only reached once the statement (or the whole batch) has committed
+        if not await self._drop_after_commit(request.credentials, policy.invalidate):
+            return replace(answer, invalidation_failed=True)
         return answer
 
     async def begin(
@@ -110,11 +106,17 @@ class SqlService:
         credentials = self._credentials(headers)
         tags = parse_cache_policy(headers).invalidate
         await self.transactions.commit(transaction_id, credentials)
-        if tags and self.cache is not None:
-            try:
-                await self.cache.invalidate(_scoped(credentials, tags))
-            except CacheUnavailable:
-                return False
+        return await self._drop_after_commit(credentials, tags)
+
+    async def _drop_after_commit(self, credentials: Credentials, tags: tuple[str, ...]) -> bool:
+        """Drop a committed write's tags; False if the cache store could not be reached
+        (reported, never an error: the write stands, and the client must not retry it)."""
+        if not tags or self.cache is None:
+            return True
+        try:
+            await self.cache.invalidate(_scoped(credentials, tags))
+        except CacheUnavailable:
+            return False
         return True
 
     async def rollback(self, transaction_id: str, headers: Mapping[str, str]) -> None:
@@ -126,7 +128,7 @@ class SqlService:
     async def invalidate(
         self, headers: Mapping[str, str], body: bytes, client: str = "unknown"
     ) -> int:
-        credentials = request_credentials(headers, bearer_is_password=not self._settings.api_keys)
+        credentials = self._credentials(headers)
         tags = parse_tags(json_object(body).get("tags"), "tags")
         await self._pools.authenticate(credentials, client)
         if self.cache is None:

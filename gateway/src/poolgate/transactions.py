@@ -293,7 +293,8 @@ class Transactions:
 
     async def _give_back(self, opened: _Open, reusable: bool) -> None:
         """A transaction still open on a reusable connection (one that expired idle) is
-        rolled back first; the pool keeps the connection only if that leaves it idle."""
+        rolled back first; the pool keeps the connection only if that leaves it idle (its
+        release checks)."""
         connection = opened.connection
         if reusable and connection.info.transaction_status != pq.TransactionStatus.IDLE:
             try:
@@ -301,8 +302,7 @@ class Transactions:
                     await end_transaction(connection, "ROLLBACK")
             except (psycopg.Error, TimeoutError):
                 reusable = False
-        idle = connection.info.transaction_status == pq.TransactionStatus.IDLE
-        await opened.pool.release(connection, reusable and idle, reset=opened.session_changed)
+        await opened.pool.release(connection, reusable, reset=opened.session_changed)
 
     async def close(self) -> None:
         """At shutdown: every open transaction is rolled back (its connection closed)."""
