@@ -41,8 +41,11 @@ def fresh_connection_post(
 
 
 def served_by(gateway: Gateway, url: str) -> int:
-    """The pid of the worker that answered, from its request log line."""
-    reply = fresh_connection_post(gateway, url, {"query": "SELECT 1"})
+    """The pid of the worker that answered a query, from its request log line."""
+    return answered_by(gateway, fresh_connection_post(gateway, url, {"query": "SELECT 1"}))
+
+
+def answered_by(gateway: Gateway, reply: httpx.Response) -> int:
     request_id = reply.headers["Neon-Request-Id"]
     for line in gateway.log_once_it_has(request_id).splitlines():
         if request_id in line:
@@ -226,3 +229,49 @@ def test_more_workers_than_connections_is_refused(
         timeout=30,
     )
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_an_invalidation_after_a_worker_was_replaced_reaches_the_new_one(
+    gateways: GatewayFactory, postgres: EmbeddedPostgres
+) -> None:
+    """The survivor's link to the dead worker is broken; it reconnects to the new one
+    instead of reporting the write's invalidation as failed."""
+    url = make_role(postgres, "workers_replaced")
+    with postgres.admin("appdb") as conn:
+        conn.execute("DROP TABLE IF EXISTS replaced_items")
+        conn.execute("CREATE TABLE replaced_items (id int PRIMARY KEY, label text)")
+        conn.execute("INSERT INTO replaced_items VALUES (1, 'old')")
+        conn.execute("GRANT ALL ON replaced_items TO workers_replaced")
+    gateway = both_serving(gateways("--workers", "2"), url)
+    write = {"query": "UPDATE replaced_items SET label = $1 WHERE id = 1"}
+    invalidate = {"Poolgate-Invalidate-Tags": "items"}
+
+    def invalidating_write(label: str) -> httpx.Response:
+        return fresh_connection_post(gateway, url, {**write, "params": [label]}, **invalidate)
+
+    workers = {worker.pid for worker in workers_of(gateway)}
+    invalidated_from: set[int] = set()  # each opens its link to the other
+    while invalidated_from != workers:
+        invalidated_from.add(answered_by(gateway, invalidating_write("warm")))
+    victim, survivor = workers_of(gateway)
+    victim.kill()
+    victim.wait(10)
+    deadline = time.monotonic() + 10
+    while len(workers_of(gateway)) < 2 or gateway.log_text().count('"listening"') < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    read = {"query": "SELECT label FROM replaced_items WHERE id = 1"}
+    cached = {"Poolgate-Cache-TTL": "600", "Poolgate-Cache-Tags": "items"}
+    for _ in range(20):  # both workers cache the value
+        fresh_connection_post(gateway, url, read, **cached)
+    while True:  # until the survivor, whose link to the dead worker is broken, answers
+        reply = invalidating_write("new")
+        assert reply.status_code == 200
+        assert "Poolgate-Invalidate-Status" not in reply.headers
+        if answered_by(gateway, reply) == survivor.pid:
+            break
+    labels = {
+        fresh_connection_post(gateway, url, read, **cached).json()["rows"][0]["label"]
+        for _ in range(20)
+    }
+    assert labels == {"new"}

@@ -63,18 +63,31 @@ class _Link:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def ask(self, message: dict[str, Any]) -> Any:
-        """The sibling's reply; None if it is not running (no socket, nobody listening)."""
+        """The sibling's reply; None if it is not running (no socket, nobody listening).
+        A kept connection that turns out broken (the sibling died and was restarted
+        since) is replaced once: the new process answers for itself. A message may so
+        arrive twice: drops and reads do not mind; a failed login counted twice errs
+        towards throttling."""
         async with self._lock:
+            reused = self._streams is not None
             try:
-                if self._streams is None:
-                    self._streams = await asyncio.open_unix_connection(self.path, limit=MAX_LINE)
-            except (FileNotFoundError, ConnectionRefusedError):
-                return None
-            try:
-                return await _exchange(*self._streams, message, REPLY_TIMEOUT)
-            except BaseException:
-                self.close()
-                raise
+                return await self._ask_once(message)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                if not reused:
+                    raise
+            return await self._ask_once(message)
+
+    async def _ask_once(self, message: dict[str, Any]) -> Any:
+        try:
+            if self._streams is None:
+                self._streams = await asyncio.open_unix_connection(self.path, limit=MAX_LINE)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return None
+        try:
+            return await _exchange(*self._streams, message, REPLY_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._streams is not None:
