@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -100,3 +101,23 @@ def test_help_lists_every_option_with_its_environment_variable() -> None:
         "POOLGATE_MAX_REQUEST_BYTES",
     ):
         assert variable in result.stdout
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    ["postgresql://u@h", "postgresql://h/db", "postgresql://:pw@h", "postgresql://h?user=u"],
+)
+def test_an_upstream_naming_credentials_is_refused_before_the_port_is_looked_at(
+    upstream: str,
+) -> None:
+    """With --workers the supervisor checks the port itself, without libpq: credentials
+    in --upstream are still the error reported, even when the port is taken."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_serve(
+            "--upstream", upstream, "--listen", f"127.0.0.1:{port}", "--workers", "2"
+        )
+    assert result.returncode == 2
+    assert "--upstream must not name a" in result.stderr

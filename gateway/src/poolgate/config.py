@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
     import ssl
@@ -275,12 +276,36 @@ def parse_cache(value: str) -> str:
 
 
 def _looks_like_url(url: str) -> dict[str, str]:
+    """What can be checked of `--upstream` without libpq: the scheme, and that it names
+    no user, password or database (in the URL or its query). parse_upstream checks the
+    rest; the supervisor of --workers has only this, and must refuse these before it
+    looks at anything else (the port, say)."""
     if not url.startswith(("postgres://", "postgresql://")):
         raise ConfigError(
             f"--upstream must be a postgresql:// URL such as postgresql://127.0.0.1:5432, "
             f"got {url!r}"
         )
+    try:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        named = {
+            "user": parts.username or query.get("user"),
+            "password": parts.password or query.get("password"),
+            "dbname": parts.path.lstrip("/") or query.get("dbname"),
+        }
+    except ValueError as exc:
+        raise ConfigError(f"--upstream is not a valid PostgreSQL URL: {exc}") from exc
+    _refuse_credentials(named)
     return {}
+
+
+def _refuse_credentials(named: Mapping[str, object]) -> None:
+    for forbidden in ("user", "password", "dbname"):
+        if named.get(forbidden):
+            raise ConfigError(
+                f"--upstream must not name a {forbidden}: clients send their own in "
+                "Neon-Connection-String; give only host and port"
+            )
 
 
 def parse_upstream(url: str) -> dict[str, str]:
@@ -292,12 +317,7 @@ def parse_upstream(url: str) -> dict[str, str]:
         params = conninfo_to_dict(url)
     except Exception as exc:
         raise ConfigError(f"--upstream is not a valid PostgreSQL URL: {exc}") from exc
-    for forbidden in ("user", "password", "dbname"):
-        if params.get(forbidden):
-            raise ConfigError(
-                f"--upstream must not name a {forbidden}: clients send their own in "
-                "Neon-Connection-String; give only host and port"
-            )
+    _refuse_credentials(params)  # again, as libpq reads it (every spelling it accepts)
     params.setdefault("host", "localhost")
     return {key: str(value) for key, value in params.items() if value is not None}
 
