@@ -311,3 +311,36 @@ def test_currval_inside_reads_the_transactions_own_nextval_never_an_earlier_requ
     read = single.sql(tx, "SELECT currval('tx_seq')::text AS n").json()["rows"][0]["n"]
     assert made == read
     single.commit(tx)
+
+
+@pytest.fixture
+def slow_commit_table(postgres: EmbeddedPostgres, url: str) -> str:
+    """A table whose commit takes 0.8 s: a deferred constraint trigger sleeps at COMMIT."""
+    with postgres.admin("appdb") as conn:
+        conn.execute("DROP TABLE IF EXISTS tx_slow")
+        conn.execute("CREATE TABLE tx_slow (id int PRIMARY KEY)")
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION tx_slow_check() RETURNS trigger LANGUAGE plpgsql"
+            " AS $$ BEGIN PERFORM pg_sleep(0.8); RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE CONSTRAINT TRIGGER tx_slow_commit AFTER INSERT ON tx_slow"
+            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tx_slow_check()"
+        )
+        conn.execute(f"GRANT ALL ON tx_slow TO {ROLE}")
+    return "tx_slow"
+
+
+def test_a_commit_sent_before_expiry_is_answered_by_its_outcome_not_by_the_expiry_timer(
+    client: Client, postgres: EmbeddedPostgres, slow_commit_table: str
+) -> None:
+    """The commit's trigger outlasts the transaction's 300 ms: once COMMIT is sent, the
+    answer is what Postgres did with it (200, the row is there), never 410."""
+    tx = client.begin({"timeout_ms": 300})
+    assert client.sql(tx, f"INSERT INTO {slow_commit_table} VALUES (1)").status_code == 200
+    committed = client.commit(tx)
+    with postgres.admin("appdb") as conn:
+        rows = conn.execute(f"SELECT id FROM {slow_commit_table}").fetchall()
+    assert (committed.status_code, committed.json()) == (200, {"committed": True})
+    assert rows == [(1,)]
+    assert client.commit(tx).status_code == 404  # finished, not expired

@@ -10,7 +10,9 @@ transactions").
 - One call at a time (409 for a second); a statement that fails leaves the transaction
   aborted, as Postgres does (then only rollback works, commit answers 25P02).
 - Expiry: past its timeout an idle transaction is rolled back and its connection goes
-  back to the pool; a call running at that moment is cancelled. Later calls: 410.
+  back to the pool; a statement running at that moment is cancelled. Later calls: 410.
+  A COMMIT or ROLLBACK sent before the timeout is never decided by it: its answer is
+  what Postgres did (200, or its error), or 504 if Postgres did not say in time.
 - A client that goes away mid-statement: the statement is cancelled and the connection
   closed, so Postgres rolls the transaction back.
 """
@@ -195,6 +197,9 @@ class Transactions:
             raise NoSuchTransaction()
         if found.busy:
             raise TransactionBusy()
+        if asyncio.get_running_loop().time() >= found.deadline:  # its timer is due, not run
+            self._finish(transaction_id, found, reusable=True, expired=True)
+            raise TransactionExpired()
         found.busy = True
         return found
 
@@ -217,7 +222,7 @@ class Transactions:
         opened = self._claim(transaction_id, credentials)
         try:
             tag = await self._within_deadlines(
-                transaction_id, opened, end_transaction(opened.connection, "COMMIT")
+                transaction_id, opened, end_transaction(opened.connection, "COMMIT"), ending=True
             )
         except QueryFailed:
             # a failed COMMIT (a serialization failure, a deferred constraint) ends it
@@ -233,28 +238,38 @@ class Transactions:
         opened = self._claim(transaction_id, credentials)
         try:
             await self._within_deadlines(
-                transaction_id, opened, end_transaction(opened.connection, "ROLLBACK")
+                transaction_id, opened, end_transaction(opened.connection, "ROLLBACK"), ending=True
             )
         finally:
             opened.busy = False
         self._finish(transaction_id, opened, reusable=True)
 
-    async def _within_deadlines(self, transaction_id: str, opened: _Open, work: Awaitable[T]) -> T:
-        """Run `work` on the transaction's connection before it expires (else 410) and
-        within the statement deadline (else 504). Any failure but a Postgres error ends
-        the transaction: its connection is closed, and Postgres rolls it back."""
+    async def _within_deadlines(
+        self, transaction_id: str, opened: _Open, work: Awaitable[T], ending: bool = False
+    ) -> T:
+        """Run `work` on the transaction's connection within the statement deadline (else
+        504) and, unless it is `ending` the transaction (COMMIT, ROLLBACK: once sent, only
+        Postgres's answer decides), before the transaction expires (else 410). Any failure
+        but a Postgres error ends the transaction: its connection is closed, and Postgres
+        rolls it back unless a COMMIT got there first."""
         loop = asyncio.get_running_loop()
         statement_deadline = loop.time() + self._settings.statement_timeout + DEADLINE_GRACE_SECONDS
+        deadline = statement_deadline if ending else min(opened.deadline, statement_deadline)
         try:
-            async with asyncio.timeout_at(min(opened.deadline, statement_deadline)):
+            async with asyncio.timeout_at(deadline):
                 return await work
         except QueryFailed:
             raise
         except TimeoutError:
-            expired = loop.time() >= opened.deadline
+            expired = not ending and loop.time() >= opened.deadline
             self._finish(transaction_id, opened, reusable=False, expired=expired)
             if expired:
                 raise TransactionExpired() from None
+            if ending:
+                raise OutcomeUnknown(
+                    "the database did not answer the end of the transaction in time: whether"
+                    " it committed is unknown"
+                ) from None
             raise OutcomeUnknown(
                 "the database did not answer in time: the transaction was rolled back"
             ) from None
