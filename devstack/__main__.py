@@ -23,9 +23,10 @@ from urllib.parse import quote
 
 import httpx
 
+from devstack import node_toolchain
 from devstack import postgres as embedded
 from devstack.migrate import apply_schema
-from devstack.stack_lock import StackBusy, exclusive_stack, require_free_ports
+from devstack.stack_lock import StackBusy, add_stack_arguments, exclusive_stack, require_free_ports
 from devstack.terminal import relay
 from devstack.workerd_memo import WorkerdMemo
 
@@ -102,7 +103,7 @@ def start_worker(runtime: str, port: int, state: Path) -> tuple[subprocess.Popen
         print("devstack: starting the Worker under `pywrangler dev` (workerd)...", flush=True)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                ["uv", "run", "pywrangler", "dev", "--ip", "127.0.0.1", "--port", str(port)],
+                [sys.executable, "-m", "devstack.workerd_host", *("--port", str(port))],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -113,13 +114,15 @@ def start_worker(runtime: str, port: int, state: Path) -> tuple[subprocess.Popen
             return process, "the Worker is running in workerd (pywrangler dev)"
         stop(process)
         reason = why_it_failed(log_path.read_text(errors="replace"))
+        if node_toolchain.cached_bundle() is None:
+            reason.append(node_toolchain.missing_bundle_reason())
         memo.failed(reason)
         if runtime == "workerd":
             raise SystemExit("devstack: workerd could not start:\n  " + "\n  ".join(reason))
         print(
             "devstack: workerd's Python runtime could not start here (pywrangler downloads a "
-            "Python 3.14 build, then workerd downloads Pyodide, at start-up):\n  "
-            + "\n  ".join(reason),
+            "Python 3.14 build, then workerd its Pyodide runtime bundle, unless an earlier"
+            " start left them in uv's cache and .local/pyodide-bundles):\n  " + "\n  ".join(reason),
             flush=True,
         )
     host = "devstack.worker_server" if runtime == "cpython" else "devstack.pyodide_host"
@@ -139,7 +142,7 @@ def start_worker(runtime: str, port: int, state: Path) -> tuple[subprocess.Popen
             "same handlers, aiohttp's client instead of the runtime's fetch"
         )
     return process, (
-        "the Worker is running in Pyodide 314.0.7 under Node.js (NOT workerd): entry.py,"
+        "the Worker is running in Pyodide 314.0.6 under Node.js (NOT workerd): entry.py,"
         " the real workers SDK, pydantic-core built for Pyodide, the runtime's fetch API"
     )
 
@@ -148,19 +151,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         prog="./dev up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--port", type=int, default=8787, help="the Worker (default 8787)")
-    parser.add_argument("--gateway-port", type=int, default=4444, help="default 4444")
+    add_stack_arguments(parser)
     parser.add_argument(
         "--runtime",
         choices=("auto", "workerd", "pyodide", "cpython"),
         default="auto",
         help="auto tries workerd first and falls back to Pyodide under Node.js",
-    )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=ROOT / ".local",
-        help="where the database and its password live (default .local)",
     )
     options = parser.parse_args()
     state: Path = options.state_dir.resolve()

@@ -1,4 +1,5 @@
-"""The Worker served from Pyodide (the Worker's real interpreter, npm `pyodide` 314.0.7)
+"""The Worker served from Pyodide (the Worker's real interpreter, npm `pyodide` 314.0.6,
+the version workerd runs for the compatibility date)
 under Node.js, with the real workers SDK: what `./dev up` runs when workerd cannot
 start. `env` is wrangler.toml's [vars] overlaid with `.dev.vars`, as `wrangler dev` makes
 it; the Worker's dependencies come as wheels for Pyodide (pydantic-core's
@@ -13,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+from devstack import node_toolchain
 from devstack.migrate import read_dotenv
 from devstack.static_assets import PUBLIC
 
@@ -93,9 +94,10 @@ def worker_env(dev_vars: Path) -> dict[str, str]:
 
 
 def host_command(dev_vars: Path, port: int, config_path: Path, settle: bool = False) -> list[str]:
-    node = shutil.which("node")
-    if node is None:
-        raise SystemExit("pyodide host: Node.js is needed (./dev test installs it)")
+    try:
+        node = node_toolchain.node()
+    except node_toolchain.NodeMissing as missing:
+        raise SystemExit(f"pyodide host: {missing}") from None
     config = {
         "port": port,
         "src": str(ROOT / "src"),

@@ -123,7 +123,7 @@ def test_auto_mode_says_plainly_which_runtime_serves_the_worker(
         in_workerd = "the Worker is running in workerd (pywrangler dev)" in output
         in_pyodide = (
             "workerd's Python runtime could not start here" in output
-            and "the Worker is running in Pyodide 314.0.7 under Node.js (NOT workerd)" in output
+            and "the Worker is running in Pyodide 314.0.6 under Node.js (NOT workerd)" in output
         )
         assert in_workerd != in_pyodide
         assert httpx.get(f"http://127.0.0.1:{port}/").json()["name"] == "pooled-worker"
@@ -185,5 +185,21 @@ def test_a_second_start_refuses_at_once_and_leaves_the_first_stack_serving(
             assert "running in workerd" not in said and "ready" not in said
             health = httpx.get(f"{base}/health")
             assert health.status_code == 200 and health.json()["database"]["reachable"] is True
+        # `./dev up` itself refuses before any set-up: uv and npm are never run
+        stubs, ran = tmp_path / "stubs", tmp_path / "set-up-ran"
+        stubs.mkdir()
+        for tool in ("uv", "npm", "apt-get"):
+            (stubs / tool).write_text(f"#!/bin/sh\necho {tool} >> {ran}\nexit 3\n")
+            (stubs / tool).chmod(0o755)
+        refused = subprocess.run(
+            [str(ROOT / "dev"), "up", "--port", str(port), "--state-dir", str(tmp_path / "x")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}"},
+        )
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"port {port} (the Worker) is in use" in refused.stderr
+        assert not ran.exists(), ran.read_text()
     finally:
         stop_stack(first, state)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devstack import node_toolchain
 from tests.support.services import Gateway
 
 CLIENT_DIR = Path(__file__).parent / "neon_client"
@@ -18,11 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def driver_output(gateway: Gateway, app_url: str) -> dict[str, Any]:
-    node = shutil.which("node")
-    assert node, "Node.js is required for this test (the README's test command installs it)"
+    node = node_toolchain.node()
     if not (ROOT / "node_modules" / "@neondatabase" / "serverless").is_dir():
         subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
+            [*node_toolchain.npm(), "ci", "--no-audit", "--no-fund"],
             cwd=ROOT,
             check=True,
             capture_output=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import warnings
@@ -19,6 +18,7 @@ from poolgate.config import ConfigError, parse_settings
 
 from db.client import Database
 from db.transport import HttpxTransport
+from devstack import node_toolchain
 from routes.table import build_app
 from tests.support.services import Gateway, GatewayFactory, make_app_url
 from tests.worker.conftest import WorkerClient, config_for
@@ -102,8 +102,7 @@ async def test_the_workers_cpython_transport_verifies_the_gateway(
 
 
 def run_neon_driver(gateway: Gateway, ca_file: Path) -> dict[str, object]:
-    node = shutil.which("node")
-    assert node, "Node.js is required (the README's test command installs it)"
+    node = node_toolchain.node()
     result = subprocess.run(
         [node, "keyed.mjs", gateway.url, make_app_url(), KEY],
         cwd=CLIENT_DIR,

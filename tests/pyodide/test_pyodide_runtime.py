@@ -6,13 +6,13 @@ What this proves and what it cannot: see README.md, "What was and was not exerci
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devstack import node_toolchain
 from devstack.postgres import EmbeddedPostgres
 from devstack.pyodide_host import wheel_files
 from tests.support.services import GatewayFactory, make_app_url
@@ -34,10 +34,14 @@ def pyodide_results(
     postgres: EmbeddedPostgres,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
-    node = shutil.which("node")
-    assert node, "Node.js is required (the README's test command installs it)"
+    node = node_toolchain.node()
     if not (ROOT / "node_modules" / "pyodide").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT, check=True, timeout=600)
+        subprocess.run(
+            [*node_toolchain.npm(), "ci", "--no-audit", "--no-fund"],
+            cwd=ROOT,
+            check=True,
+            timeout=600,
+        )
     with postgres.admin("appdb") as conn:
         conn.execute("TRUNCATE logs")
     live = gateways()
@@ -67,11 +71,15 @@ def pyodide_results(
 def test_it_is_really_pyodide_matching_the_wrangler_compat_date(
     pyodide_results: dict[str, Any],
 ) -> None:
-    # wrangler.toml's compatibility_date 2026-11-01 selects Python 3.14 (Pyodide 314.0.7)
+    # wrangler.toml's compatibility_date 2026-11-01 selects Python 3.14; workerd runs it on
+    # the Pyodide its runtime bundle names (314.0.6), and so does this host
     assert pyodide_results["platform"] == "emscripten"
     assert pyodide_results["python"].startswith("3.14.")
+    production = node_toolchain.PYODIDE_BUNDLE.split("_")[1]
     package = json.loads((ROOT / "package.json").read_text())
-    assert package["devDependencies"]["pyodide"] == "314.0.7"
+    assert package["devDependencies"]["pyodide"] == production
+    installed = json.loads((ROOT / "node_modules" / "pyodide" / "package.json").read_text())
+    assert installed["version"] == production
 
 
 def test_the_adapter_loads_without_pydantic_httpx_or_the_handlers(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ast
 import os
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
+
+from devstack import node_toolchain
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "src").rglob("*.py"))
@@ -78,8 +79,12 @@ def test_the_scan_itself_catches_a_forbidden_import_and_call() -> None:
 def test_wrangler_dry_run_bundles_the_worker_and_nothing_of_the_gateway(tmp_path: Path) -> None:
     wrangler = ROOT / "node_modules" / ".bin" / "wrangler"
     if not wrangler.exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT, check=True, timeout=600)
-    assert shutil.which("node")
+        subprocess.run(
+            [*node_toolchain.npm(), "ci", "--no-audit", "--no-fund"],
+            cwd=ROOT,
+            check=True,
+            timeout=600,
+        )
     out = tmp_path / "bundle"
     result = subprocess.run(
         [str(wrangler), "deploy", "--dry-run", "--outdir", str(out)],
@@ -87,7 +92,9 @@ def test_wrangler_dry_run_bundles_the_worker_and_nothing_of_the_gateway(tmp_path
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "WRANGLER_SEND_METRICS": "false", "CI": "true"},
+        env=node_toolchain.environment(
+            {**os.environ, "WRANGLER_SEND_METRICS": "false", "CI": "true"}
+        ),
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     bundled = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}

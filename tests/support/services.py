@@ -269,7 +269,11 @@ class WorkerServer:
         terminate(self.process)
 
 
-WORKER_HOSTS = {"cpython": "devstack.worker_server", "pyodide": "devstack.pyodide_host"}
+WORKER_HOSTS = {
+    "cpython": "devstack.worker_server",
+    "pyodide": "devstack.pyodide_host",
+    "workerd": "devstack.workerd_host",  # only where its Pyodide bundle is cached
+}
 
 
 def start_worker_server(
@@ -299,8 +303,8 @@ def start_worker_server(
             env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])},
         )
     server = WorkerServer(f"http://127.0.0.1:{port}", process, log_path)
-    # Pyodide's first start downloads the Worker's wheels
-    wait_until_answering(process, f"{server.url}/", log_path, 120)
+    # Pyodide's first start downloads the Worker's wheels; pywrangler vendors them first
+    wait_until_answering(process, f"{server.url}/", log_path, 300 if host == "workerd" else 120)
     return server
 
 

@@ -23,6 +23,7 @@ from app import App, Services
 from db.client import Database
 from db.config import DatabaseConfig
 from db.transport import HttpxTransport
+from devstack import node_toolchain
 from devstack.postgres import EmbeddedPostgres
 from routes.table import build_app
 from tests.support.services import (
@@ -199,7 +200,12 @@ def write_dev_vars(folder: Path, gateway: Gateway) -> Path:
     return dev_vars
 
 
-@pytest.fixture(scope="session", params=["cpython", "pyodide"])
+# workerd joins where its Pyodide runtime bundle is cached (tests/test_toolchain.py says
+# so in its skip reason when it is not)
+HOSTS = ["cpython", "pyodide", *(["workerd"] if node_toolchain.cached_bundle() else [])]
+
+
+@pytest.fixture(scope="session", params=HOSTS)
 def worker_server(
     request: pytest.FixtureRequest,
     gateway: Gateway,
@@ -207,7 +213,8 @@ def worker_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerServer]:
     """The Worker over HTTP on each local host: Pyodide under Node.js (what `./dev up`
-    runs when workerd cannot start) and CPython (`--runtime cpython`)."""
+    runs when workerd cannot start), CPython (`--runtime cpython`) and, where it can
+    start, workerd itself under `pywrangler dev`."""
     folder = tmp_path_factory.mktemp(f"worker-host-{request.param}")
     server = start_worker_server(
         write_dev_vars(folder, gateway), folder / "worker.log", request.param

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack import node_toolchain
 from tests.support.services import WorkerServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ def test_the_api_explorer_lists_every_route_and_sends_a_request(
     screenshot = tmp_path / "explorer.png"
     script = ROOT / "tests" / "browser" / "explorer.mjs"
     run = subprocess.run(
-        ["node", str(script), worker_server.url, str(screenshot)],
+        [node_toolchain.node(), str(script), worker_server.url, str(screenshot)],
         capture_output=True,
         text=True,
         timeout=120,
