@@ -121,3 +121,14 @@ def test_an_upstream_naming_credentials_is_refused_before_the_port_is_looked_at(
         )
     assert result.returncode == 2
     assert "--upstream must not name a" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--pool-size", "\uff15"), ("--acquire-timeout", "\u0663"), ("--workers", "\u00b2")],
+)
+def test_a_setting_in_non_ascii_digits_stops_start_up(option: str, value: str) -> None:
+    from poolgate.config import ConfigError, parse_settings
+
+    with pytest.raises(ConfigError, match=option):
+        parse_settings(["--upstream", "postgresql://h:5432", option, value], environ={})

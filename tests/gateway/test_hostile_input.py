@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -170,3 +170,36 @@ async def test_a_huge_unauthenticated_body_does_not_stall_other_requests(
         refused = await flood
     assert health.status_code == 200 and waited < 1.0
     assert refused.status_code == 400 and "65535" in refused.json()["message"]
+
+
+# Unicode digits that str.isdigit() accepts: superscript two, Arabic-Indic thirty,
+# fullwidth five. Only ASCII digits are numbers on the wire.
+NON_ASCII_DIGITS = ["\u00b2", "\u0663\u0660", "\uff15"]
+
+
+@pytest.mark.parametrize("digits", NON_ASCII_DIGITS)
+@pytest.mark.parametrize("header", ["Poolgate-Cache-TTL", "Poolgate-Cache-SWR"])
+def test_a_cache_time_in_non_ascii_digits_is_a_400_naming_the_header(
+    gateway: Gateway, app_url: str, header: str, digits: str
+) -> None:
+    headers = {b"Neon-Connection-String": app_url.encode(), header.encode(): digits.encode()}
+    if header != "Poolgate-Cache-TTL":
+        headers[b"Poolgate-Cache-TTL"] = b"60"
+    response = httpx.post(f"{gateway.url}/sql", json={"query": "SELECT 1"}, headers=headers)
+    assert response.status_code == 400
+    assert header in response.json()["message"]
+
+
+@pytest.mark.parametrize("digits", NON_ASCII_DIGITS)
+def test_a_transaction_id_with_non_ascii_digits_is_no_such_transaction(
+    gateway: Gateway, app_url: str, digits: str
+) -> None:
+    headers = {b"Neon-Connection-String": app_url.encode()}
+    in_header = httpx.post(
+        f"{gateway.url}/sql",
+        json={"query": "SELECT 1"},
+        headers={**headers, b"Poolgate-Transaction": f"{digits}.x".encode()},
+    )
+    in_path = httpx.post(f"{gateway.url}/transaction/{quote(digits)}.x/commit", headers=headers)
+    for response in (in_header, in_path):
+        assert (response.status_code, response.json()) == (404, {"message": "no such transaction"})

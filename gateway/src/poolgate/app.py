@@ -39,6 +39,7 @@ from poolgate.errors import (
 from poolgate.json_server import parse_failure
 from poolgate.metrics import CONTENT_TYPE, Metrics, merge_expositions
 from poolgate.pool import PoolRegistry
+from poolgate.protocol import is_ascii_number
 from poolgate.request_log import RequestLog
 from poolgate.siblings import Siblings
 from poolgate.sql_service import TRANSACTION_HEADER, SqlAnswer, SqlService
@@ -312,7 +313,7 @@ class Call:
     def owner(self) -> int | None:
         """The index of the worker holding the transaction (the id's first part)."""
         prefix, dot, _ = (self.transaction_id() or "").partition(".")
-        return int(prefix) if dot and prefix.isdigit() and len(prefix) < 4 else None
+        return int(prefix) if dot and is_ascii_number(prefix) and len(prefix) < 4 else None
 
     def target(self) -> tuple[str, str]:
         """(id, "commit" | "rollback") of `/transaction/<id>/<action>`."""

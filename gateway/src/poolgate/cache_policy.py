@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from poolgate.errors import BadRequest
-from poolgate.protocol import SqlRequest
+from poolgate.protocol import SqlRequest, is_ascii_number
 
 _TAG = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 MAX_TAGS = 32
@@ -55,9 +55,10 @@ def _seconds(headers: Mapping[str, str], name: str) -> int:
     raw = headers.get(name)
     if raw is None or raw.strip() == "":
         return 0
-    if not raw.strip().isdigit() or int(raw) > MAX_SECONDS:
+    text = raw.strip()
+    if not is_ascii_number(text) or len(text) > 12 or int(text) > MAX_SECONDS:
         raise BadRequest(f"{name} must be a whole number of seconds from 0 to {MAX_SECONDS}")
-    return int(raw)
+    return int(text)
 
 
 def _tags(headers: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -350,6 +350,8 @@ def _positive_int(name: str, raw: str | None, default: int) -> int:
 
 def _int_in_range(name: str, raw: str, low: int, high: int | None) -> int:
     try:
+        if not raw.strip().isascii():  # int() also reads Arabic-Indic, fullwidth digits
+            raise ValueError(raw)
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
@@ -363,6 +365,8 @@ def _positive_seconds(name: str, raw: str | None, default: float) -> float:
     if raw is None:
         return default
     try:
+        if not raw.strip().isascii():  # float() also reads Arabic-Indic, fullwidth digits
+            raise ValueError(raw)
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None

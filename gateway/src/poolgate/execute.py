@@ -25,7 +25,7 @@ from poolgate.errors import (
     ResponseTooLarge,
     Unavailable,
 )
-from poolgate.protocol import SqlRequest, Statement
+from poolgate.protocol import SqlRequest, Statement, is_ascii_number
 from poolgate.session_state import RESET_BEFORE, reads_session_sequences
 from poolgate.streaming import ChunkedCursor
 from poolgate.values import cell_converter
@@ -219,7 +219,7 @@ async def _run_statement(
 def _encode_head(final: pq.abc.PGresult, tag: str, array_mode: bool) -> str:
     """Everything of a result but its rows, ending where the rows array opens."""
     words = tag.split(" ")
-    count = int(words[-1]) if len(words) > 1 and words[-1].isdigit() else None
+    count = int(words[-1]) if len(words) > 1 and is_ascii_number(words[-1]) else None
     fields = [
         {
             "name": (final.fname(column) or b"").decode(),

@@ -21,6 +21,13 @@ from poolgate.values import InvalidParameter, param_to_text
 MAX_PARAMS = 65535  # the protocol's limit: a Bind message counts parameters in 16 bits
 
 
+def is_ascii_number(text: str) -> bool:
+    """Whether `text` is a whole number in ASCII digits only: `str.isdigit()` also takes
+    superscripts, Arabic-Indic and fullwidth digits (which `int()` refuses, or reads as
+    a number no client meant). Every number read from a header or a path passes this."""
+    return text.isascii() and text.isdigit()
+
+
 class Isolation(Enum):
     """Batch isolation levels, by the names the `Neon-Batch-Isolation-Level` header uses."""
 
