@@ -1,4 +1,4 @@
-// Serves the Worker from Pyodide 314.0.7 (the Worker's interpreter) under Node.js, with
+// Serves the Worker from Pyodide 314.0.6 (the Worker's interpreter in workerd) under Node.js, with
 // the real workers SDK: each HTTP request becomes a JS Request handed to entry.py's
 // Default.fetch, whose JS Response is written back. ctx.waitUntil work keeps running after
 // the response is sent, as the Workers runtime lets it.
@@ -81,20 +81,75 @@ async function readBody(incoming) {
   return Buffer.concat(chunks).subarray(0, MAX_BODY + 1);
 }
 
-// The Fetch API cannot represent these methods (new Request() throws), so they never
-// reach a Worker; the host refuses them as the Worker refuses a method it lacks.
+// The Fetch API's Request constructor refuses these methods; workerd still hands them to
+// the Worker (its requests are not built by that constructor), whose router answers 405
+// with the route's own methods. The host builds the Request as GET and gives it the
+// method it came with.
 const NOT_FETCH_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
 
-function refuseMethod(outgoing, method) {
+// What workerd refuses before any Worker runs, answered with the Worker's JSON error.
+// Headers: every line counts as `name: value` and CRLF, all together at most 32 KiB
+// (web.MAX_HEADER_BYTES and web.header_block_bytes say the same for the Worker), counted
+// on the raw lines before anything is merged, so nothing is ever dropped unseen.
+const MAX_HEADER_BYTES = 32 * 1024;
+
+function headerBlockBytes(rawHeaders) {
+  let size = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) size += rawHeaders[i].length + rawHeaders[i + 1].length + 4;
+  return size;
+}
+
+// RFC 3986's host (IP literal or reg-name, percent-encoding well formed) and optional port
+// (at most 65535); no user information, path, query or fragment.
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|\[v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::([0-9]*))?$/;
+
+function validHost(host) {
+  const found = HOST.exec(host);
+  if (!found || (found[1] && Number(found[1]) > 65535)) return false;
+  try {
+    new URL(`http://${host}/`);
+  } catch {
+    return false;
+  }
+  return true;
+}
+
+// The path and query the Worker sees: an origin-form target as sent; an absolute-form
+// one (`GET http://host/path HTTP/1.1`) by its path and query. Anything else is null.
+function targetPath(target) {
+  if (target.startsWith("/")) return target;
+  const absolute = /^https?:\/\/[^/?#]*(.*)$/is.exec(target);
+  if (!absolute) return null;
+  const rest = absolute[1];
+  return rest.startsWith("/") ? rest : `/${rest}`;
+}
+
+function refusal(incoming) {
+  if (headerBlockBytes(incoming.rawHeaders) > MAX_HEADER_BYTES) {
+    return [431, "headers_too_large", `the headers must be at most ${MAX_HEADER_BYTES} bytes`];
+  }
+  const hosts = [];
+  for (let i = 0; i < incoming.rawHeaders.length; i += 2) {
+    if (incoming.rawHeaders[i].toLowerCase() === "host") hosts.push(incoming.rawHeaders[i + 1]);
+  }
+  if (hosts.length === 0 && incoming.httpVersion !== "1.0") {
+    return [400, "bad_request", "an HTTP/1.1 request needs a Host header"];
+  }
+  if (hosts.length > 1) return [400, "bad_request", "the request has more than one Host header"];
+  if (hosts.length === 1 && !validHost(hosts[0])) {
+    return [400, "bad_request", "the Host header is not a valid host[:port]"];
+  }
+  if (targetPath(incoming.url) === null) {
+    return [400, "bad_request", "the request target must be a path (or an absolute http URL)"];
+  }
+  return null;
+}
+
+function answerError(outgoing, status, code, message, headers = {}) {
   const body = JSON.stringify({
-    error: {
-      code: "method_not_allowed",
-      message: `${method} cannot reach a Worker (the Fetch API has no such request)`,
-      details: null,
-      request_id: crypto.randomUUID(),
-    },
+    error: { code, message, details: null, request_id: crypto.randomUUID() },
   });
-  outgoing.writeHead(405, { "content-type": JSON_TYPE, allow: "GET, HEAD, OPTIONS, POST, PATCH, DELETE" });
+  outgoing.writeHead(status, { "content-type": JSON_TYPE, ...headers });
   outgoing.end(body);
 }
 
@@ -141,28 +196,39 @@ function isDirectory(path) {
 }
 
 async function handle(incoming, outgoing) {
-  const asset = findAsset(incoming.method, incoming.url);
+  const refused = refusal(incoming);
+  if (refused) {
+    incoming.resume();
+    return answerError(outgoing, ...refused, { connection: "close" });
+  }
+  const target = targetPath(incoming.url);
+  const asset = findAsset(incoming.method, target);
   if (asset) {
     incoming.resume();
     outgoing.writeHead(asset.status, asset.headers);
     outgoing.end(incoming.method === "HEAD" ? undefined : (asset.body ?? undefined));
     return;
   }
-  if (NOT_FETCH_METHODS.has(incoming.method)) {
-    incoming.resume();
-    return refuseMethod(outgoing, incoming.method);
-  }
-  const body = await readBody(incoming);
-  const headers = new Headers();
-  for (const [name, value] of Object.entries(incoming.headers)) {
-    headers.set(name, Array.isArray(value) ? value.join(", ") : value);
-  }
   const method = incoming.method;
-  const request = new Request(`http://${incoming.headers.host ?? "localhost"}${incoming.url}`, {
-    method,
+  const standIn = NOT_FETCH_METHODS.has(method);
+  const body = standIn ? Buffer.alloc(0) : await readBody(incoming);
+  if (standIn) incoming.resume();
+  const headers = new Headers();
+  for (let i = 0; i < incoming.rawHeaders.length; i += 2) {
+    headers.append(incoming.rawHeaders[i], incoming.rawHeaders[i + 1]);
+  }
+  // The URL as workerd gives it: the validated Host (the listener's address for an
+  // HTTP/1.0 request without one) and the target's path and query exactly as sent (the
+  // Fetch API's URL parser would re-encode and resolve them; the Worker must see them
+  // as the CPython host passes them).
+  const url = `http://${incoming.headers.host ?? `127.0.0.1:${config.port}`}${target}`;
+  const request = new Request(url, {
+    method: standIn ? "GET" : method,
     headers,
-    body: method === "GET" || method === "HEAD" || body.length === 0 ? undefined : body,
+    body: method === "GET" || method === "HEAD" || standIn || body.length === 0 ? undefined : body,
   });
+  Object.defineProperty(request, "url", { value: url, enumerable: true });
+  if (standIn) Object.defineProperty(request, "method", { value: method, enumerable: true });
   const response = await serve(request, env, Boolean(config.settle));
   const payload = method === "HEAD" ? null : Buffer.from(await response.arrayBuffer());
   const answerHeaders = Object.fromEntries(response.headers.entries());
@@ -170,7 +236,9 @@ async function handle(incoming, outgoing) {
   outgoing.end(payload ?? undefined);
 }
 
-const server = createServer({ maxHeaderSize: 1024 * 1024 }, (incoming, outgoing) => {
+// maxHeadersCount 0: Node keeps every header line (by default it drops all past the
+// 2,000th); the 32 KiB rule above refuses the request instead.
+const server = createServer({ maxHeaderSize: 1024 * 1024, requireHostHeader: false }, (incoming, outgoing) => {
   handle(incoming, outgoing).catch((error) => {
     console.error(`pyodide host: ${error?.stack ?? error}`);
     if (!outgoing.headersSent) {
@@ -197,6 +265,7 @@ server.on("clientError", (error, socket) => {
       `connection: close\r\n\r\n${body}`,
   );
 });
+server.maxHeadersCount = 0;
 server.listen(config.port, "127.0.0.1", () => {
   const seconds = ((performance.now() - started) / 1000).toFixed(2);
   console.log(`pyodide host: listening on http://127.0.0.1:${config.port}/ (ready in ${seconds} s)`);

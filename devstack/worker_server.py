@@ -4,9 +4,13 @@ aiohttp's client instead of the runtime's fetch, and deferred work runs as async
 instead of `ctx.waitUntil`, on uvloop.
 
 It is aiohttp's low-level server, so every answer is the app's: the path is handed over
-as sent (percent-encoding kept), request lines and headers far past the app's own
-limits reach the app (which answers 414/431 JSON), and what aiohttp still refuses to
-parse is answered with the app's JSON error body too.
+as sent (percent-encoding kept; an absolute-form target by its path), request lines far
+past the app's own limit reach the app (which answers 414 JSON), and what aiohttp still
+refuses to parse is answered with the app's JSON error body too. What workerd refuses
+before a Worker runs is refused here first, as the Pyodide host does: headers over
+32 KiB counted on the raw lines (431), a missing, repeated or invalid Host (400), a
+target that is not a path (400). Repeated headers reach the app joined with ", ", as the
+Fetch API's Headers join them.
 
     PYTHONPATH=src:. python -m devstack.worker_server --dev-vars .dev.vars --port 8787
 """
@@ -17,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import uuid
 from collections.abc import Awaitable
@@ -24,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from poolgate.json_server import JsonErrorServer, parse_failure
 
 from app import App, Services, database_from_env
@@ -32,13 +37,24 @@ from db.transport import Transport
 from devstack.aiohttp_transport import AiohttpTransport
 from devstack.migrate import read_dotenv
 from devstack.static_assets import find_asset
-from errors import BadRequest, error_response
+from errors import AppError, BadRequest, HeadersTooLarge, error_response
 from routes.table import build_app
-from web import MAX_BODY_BYTES, Request
+from web import MAX_BODY_BYTES, MAX_HEADER_BYTES, Request, header_block_bytes, parse_query
 
 # aiohttp refuses longer request lines and header lines itself; the app's limits
 # (web.MAX_URL_BYTES, web.MAX_HEADER_BYTES) are far below, so the app answers first.
 PARSER_LINE_LIMIT = 1024 * 1024
+# A header line counts at least 5 bytes (web.header_block_bytes), so a request with more
+# lines than this is over MAX_HEADER_BYTES whatever they hold: aiohttp stops counting
+# there and the request is answered 431.
+MAX_HEADER_LINES = MAX_HEADER_BYTES // 5 + 1
+# RFC 3986's host (IP literal or reg-name, percent-encoding well formed) and optional
+# port; no user information, path, query or fragment. The same as pyodide_host.mjs.
+_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|\[v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\]"
+    r"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::(?P<port>[0-9]*))?"
+)
+_ABSOLUTE_TARGET = re.compile(r"https?://[^/?#]*(?P<rest>.*)", re.IGNORECASE | re.DOTALL)
 
 
 def services_from(dev_vars: Path, transport: Transport, tasks: set[asyncio.Task[Any]]) -> Services:
@@ -67,15 +83,60 @@ async def read_body(incoming: web.BaseRequest) -> bytes | None:
     return b"".join(chunks)
 
 
-async def to_request(incoming: web.BaseRequest) -> Request:
+def target_path(target: str) -> str | None:
+    """The path and query the app sees: an origin-form target as sent, an absolute-form
+    one by its path and query; None for anything else (`*`, a bare name)."""
+    if target.startswith("/"):
+        return target
+    absolute = _ABSOLUTE_TARGET.fullmatch(target)
+    if absolute is None:
+        return None
+    rest = absolute["rest"]
+    return rest if rest.startswith("/") else f"/{rest}"
+
+
+def valid_host(host: str) -> bool:
+    found = _HOST.fullmatch(host)
+    return found is not None and int(found["port"] or 0) <= 65535
+
+
+def refusal(incoming: web.BaseRequest) -> AppError | None:
+    """Why workerd would refuse this request before the Worker runs, if it would."""
+    raw = [
+        (name.decode("latin-1"), value.decode("latin-1")) for name, value in incoming.raw_headers
+    ]
+    if header_block_bytes(raw) > MAX_HEADER_BYTES:
+        return HeadersTooLarge(f"the headers must be at most {MAX_HEADER_BYTES} bytes")
+    hosts = [value for name, value in raw if name.lower() == "host"]
+    if not hosts and incoming.version >= (1, 1):
+        return BadRequest("an HTTP/1.1 request needs a Host header")
+    if len(hosts) > 1:
+        return BadRequest("the request has more than one Host header")
+    if hosts and not valid_host(hosts[0]):
+        return BadRequest("the Host header is not a valid host[:port]")
+    if target_path(incoming.raw_path) is None:
+        return BadRequest("the request target must be a path (or an absolute http URL)")
+    return None
+
+
+def joined_headers(incoming: web.BaseRequest) -> dict[str, str]:
+    """Names lower-cased; a repeated header's values joined with ", " in order."""
+    headers: dict[str, str] = {}
+    for name, value in incoming.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
+
+
+async def to_request(incoming: web.BaseRequest, target: str) -> Request:
     body = await read_body(incoming)
-    path, _, query_string = incoming.raw_path.partition("?")
+    path, _, query_string = target.partition("?")
     return Request(
         method=incoming.method,
         path=path,
-        query=dict(incoming.query),
+        query=parse_query(query_string),
         query_string=query_string,
-        headers={k.lower(): v for k, v in incoming.headers.items()},
+        headers=joined_headers(incoming),
         body=body or b"",
         body_too_large=body is None,
     )
@@ -87,10 +148,18 @@ def to_aiohttp(status: int, body: bytes, headers: dict[str, str]) -> web.Respons
 
 
 def answer_unparsable(exc: BaseException | None) -> web.Response:
-    """What aiohttp could not parse is answered as the app answers a bad request."""
-    answer = error_response(
-        BadRequest(f"the request is not valid HTTP/1.1: {parse_failure(exc)}"), str(uuid.uuid4())
-    )
+    """What aiohttp could not parse is answered as the app answers a bad request; more
+    header lines than MAX_HEADER_LINES is headers over the limit."""
+    error: AppError
+    if isinstance(exc, http_exceptions.BadHttpMessage) and "Too many headers" in str(exc):
+        error = HeadersTooLarge(f"the headers must be at most {MAX_HEADER_BYTES} bytes")
+    else:
+        error = BadRequest(f"the request is not valid HTTP/1.1: {parse_failure(exc)}")
+    return answer_error(error)
+
+
+def answer_error(error: AppError) -> web.Response:
+    answer = error_response(error, str(uuid.uuid4()))
     return to_aiohttp(answer.status, answer.body, answer.headers)
 
 
@@ -101,11 +170,16 @@ async def run(app: App, dev_vars: Path, host: str, port: int) -> None:
     services = services_from(dev_vars, transport, tasks)
 
     async def handle(incoming: web.BaseRequest) -> web.StreamResponse:
-        path, _, query = incoming.raw_path.partition("?")
+        refused = refusal(incoming)
+        if refused is not None:
+            return answer_error(refused)
+        target = target_path(incoming.raw_path)
+        assert target is not None  # refusal() answered any other
+        path, _, query = target.partition("?")
         asset = find_asset(incoming.method, path, query)
         if asset is not None:  # as workerd serves [assets]: before the Worker
             return to_aiohttp(asset.status, asset.body, asset.headers)
-        response = await app.handle(await to_request(incoming), services)
+        response = await app.handle(await to_request(incoming, target), services)
         return to_aiohttp(response.status, response.body, response.headers)
 
     server = JsonErrorServer(
@@ -113,6 +187,7 @@ async def run(app: App, dev_vars: Path, host: str, port: int) -> None:
         answer_parse_error=answer_unparsable,
         max_line_size=PARSER_LINE_LIMIT,
         max_field_size=PARSER_LINE_LIMIT,
+        max_headers=MAX_HEADER_LINES,
         access_log=logging.getLogger("aiohttp.access"),
         access_log_format="worker: %r %s %Tfs",
     )

@@ -34,6 +34,7 @@ from web import (
     MAX_URL_BYTES,
     Request,
     Response,
+    header_block_bytes,
     json_response,
 )
 
@@ -150,7 +151,7 @@ class App:
     async def _dispatch(self, request: Request, request_id: str, services: Services) -> Response:
         if len(request.path) + len(request.query_string) > MAX_URL_BYTES:
             raise UriTooLong(f"the path and query must be at most {MAX_URL_BYTES} bytes")
-        if sum(len(k) + len(v) for k, v in request.headers.items()) > MAX_HEADER_BYTES:
+        if header_block_bytes(request.headers.items()) > MAX_HEADER_BYTES:
             raise HeadersTooLarge(f"the headers must be at most {MAX_HEADER_BYTES} bytes")
         match: Match[RouteSpec] = self.router.match(request.method, request.path)
         if match.kind is MatchKind.PARTIAL:

@@ -10,17 +10,39 @@ import base64
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl
 from uuid import UUID
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 MAX_BODY_BYTES = 1024 * 1024  # larger request bodies are refused (413) without being read
 MAX_URL_BYTES = 8 * 1024  # path and query string together (414 beyond)
-MAX_HEADER_BYTES = 32 * 1024  # every header name and value together (431 beyond)
+MAX_HEADER_BYTES = 32 * 1024  # every header line together (431 beyond): header_block_bytes
+
+
+def header_block_bytes(headers: Iterable[tuple[str, str]]) -> int:
+    """The size of the headers, each counted as its line `name: value` and CRLF (the
+    local hosts count the raw lines, the app the ones it was given)."""
+    return sum(len(name) + len(value) + 4 for name, value in headers)
+
+
+def parse_query(query_string: str) -> dict[str, str]:
+    """`?a=1&b=` as every host hands it to the app (blank values kept). A repeated name
+    keeps its last value here; the app refuses a repeated parameter a route takes."""
+    return dict(parse_qsl(query_string, keep_blank_values=True))
+
+
+def repeated_names(query_string: str) -> set[str]:
+    """The query parameter names given more than once."""
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for name, _ in parse_qsl(query_string, keep_blank_values=True):
+        (repeated if name in seen else seen).add(name)
+    return repeated
 
 
 @dataclass(frozen=True, slots=True)

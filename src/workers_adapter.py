@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPMethod
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from workers import Request as WorkersRequest
 from workers import Response as WorkersResponse
@@ -22,7 +22,7 @@ from app import Services, database_from_env
 from db.client import Database
 from db.config import ConfigurationError
 from db.transport import HttpCall, HttpReply, TransportFailure
-from web import MAX_BODY_BYTES, Request, Response
+from web import MAX_BODY_BYTES, Request, Response, parse_query
 
 log = logging.getLogger("worker")
 
@@ -72,7 +72,7 @@ async def to_request(request: WorkersRequest) -> Request:
     return Request(
         method=method,
         path=url.path or "/",
-        query=dict(parse_qsl(url.query, keep_blank_values=True)),
+        query=parse_query(url.query),
         query_string=url.query,
         headers=headers,
         body=b"" if too_large else body,
