@@ -19,6 +19,12 @@ from tests.worker.conftest import WorkerClient, config_for
 
 STATEMENT_TIMEOUT = 1.0
 DEADLINE = STATEMENT_TIMEOUT + 1.0  # the gateway's own, past Postgres's statement timeout
+FREEZE_SECONDS = 4.0
+# Bounds on a machine up to 3x slower than the one these were measured on (the printed
+# figures are the measurement): an answer ends at the gateway's deadline plus its own
+# scheduling, and serving resumes within a few pool retries of Postgres being back.
+SLACK = 1.5
+RECOVERY_BOUND = 6.0  # seconds; 3x the 2 s measured here
 
 
 @pytest.fixture
@@ -88,8 +94,8 @@ async def test_postgres_restarted_under_write_load_loses_and_duplicates_nothing(
     assert load.unexpected == []
     assert load.given_up == []
     assert (lost, duplicates) == (0, 0)
-    assert load.slowest_failure <= DEADLINE + 0.5
-    assert all(r is not None and r <= 2.0 for r in recoveries), recoveries
+    assert load.slowest_failure <= DEADLINE + SLACK
+    assert all(r is not None and r <= RECOVERY_BOUND for r in recoveries), recoveries
     report.add(
         FaultRow(
             "PostgreSQL restarted under write load (4 writers, keyed retries)",
@@ -118,7 +124,7 @@ async def test_frozen_postgres_ends_every_request_in_bounded_time_and_recovers(
         for _ in range(freezes):
             await asyncio.sleep(0.3)
             frozen = fault_postgres.freeze()
-            await asyncio.sleep(4.0)
+            await asyncio.sleep(FREEZE_SECONDS)
             fault_postgres.thaw(frozen)
             thawed_at.append(time.monotonic())
         await asyncio.sleep(2.5)
@@ -140,12 +146,15 @@ async def test_frozen_postgres_ends_every_request_in_bounded_time_and_recovers(
     recoveries = [load.first_success_after(moment) for moment in thawed_at]
     assert {status for status, _ in reads} <= {200, 503}
     assert load.unexpected == []
-    assert slowest <= DEADLINE + 1.5  # the gateway's deadline, or its connect timeout
+    # the effect: every request was ended by the gateway's deadline, none by the thaw
+    assert slowest < FREEZE_SECONDS, slowest
+    assert slowest <= DEADLINE + SLACK
     assert (lost, duplicates) == (0, 0)
-    assert all(r is not None and r <= 2.0 for r in recoveries), recoveries
+    assert all(r is not None and r <= RECOVERY_BOUND for r in recoveries), recoveries
     report.add(
         FaultRow(
-            "PostgreSQL frozen 4 s (SIGSTOP of postmaster and backends) under reads and writes",
+            f"PostgreSQL frozen {FREEZE_SECONDS:g} s (SIGSTOP of postmaster and backends)"
+            " under reads and writes",
             injected=freezes,
             survived=freezes,
             acknowledged_writes_lost=lost,

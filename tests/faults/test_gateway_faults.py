@@ -152,10 +152,12 @@ def test_clients_gone_mid_query_leave_no_query_running_and_no_dirty_connection(
 ) -> None:
     gateway = fault_gateways("--pool-size", "1")
     gone = scaled(3, 10)
+    slowest = 0.0
     for _ in range(gone):
         with pytest.raises(httpx.ReadTimeout):
             post_sql(gateway.url, {"query": "SELECT pg_sleep(30) /* abandoned */"}, timeout=0.3)
-        wait_until(
+        # the effect: gone long before its 30 s were up (the figure below is the measure)
+        took = wait_until(
             lambda: (
                 fault_postgres.count(
                     "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s"
@@ -164,8 +166,9 @@ def test_clients_gone_mid_query_leave_no_query_running_and_no_dirty_connection(
                 )
                 == 0
             ),
-            seconds=3,
+            seconds=20,
         )
+        slowest = max(slowest, took)
         clean = post_sql(gateway.url, {"query": "SELECT current_setting('search_path') AS p"})
         assert clean.status_code == 200
     report.add(
@@ -173,8 +176,8 @@ def test_clients_gone_mid_query_leave_no_query_running_and_no_dirty_connection(
             "client gone in the middle of a 30 s query (pool of 1)",
             injected=gone,
             survived=gone,
-            notes="each query cancelled on the server within 3 s; the next request on the"
-            " only pooled connection answered normally",
+            notes=f"each query cancelled on the server, the slowest {slowest:.2f} s after its"
+            " client left; the next request on the only pooled connection answered normally",
         )
     )
 
