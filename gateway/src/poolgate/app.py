@@ -102,6 +102,7 @@ class Gateway:
         self.siblings = siblings
         if siblings is not None:
             self.pools.throttle.share = siblings.login_failed
+            self.pools.throttle.share_success = siblings.login_succeeded
             if cache is not None and isinstance(store, MemoryStore):
                 cache.peers = siblings.invalidate  # Redis is shared: nothing to tell
         self._sweeper: asyncio.Task[None] | None = None
@@ -113,6 +114,7 @@ class Gateway:
                 {
                     "invalidate": self._invalidate_for_sibling,
                     "login_failed": self._login_failed_at_sibling,
+                    "login_succeeded": self._login_succeeded_at_sibling,
                     "metrics": self._metrics_for_sibling,
                     "call": self._call_for_sibling,
                 }
@@ -125,6 +127,9 @@ class Gateway:
 
     async def _login_failed_at_sibling(self, message: dict[str, Any]) -> None:
         self.pools.throttle.failed(message["address"], message["user"])
+
+    async def _login_succeeded_at_sibling(self, message: dict[str, Any]) -> None:
+        self.pools.throttle.succeeded(message["user"], message["database"], message["password"])
 
     async def _metrics_for_sibling(self, message: dict[str, Any]) -> str:
         return (await self.own_metrics()).decode()

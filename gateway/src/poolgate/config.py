@@ -38,6 +38,7 @@ class Settings:
     max_request_bytes: int = 10 * MiB
     max_response_bytes: int = 10 * MiB
     idle_timeout: float = 300.0
+    auth_recheck: float = 60.0  # an accepted password is trusted this long, then logs in again
     reset_query: str = "DISCARD ALL"
     reset_always: bool = False  # else only after statements that may change the session
     cache: str = "memory"  # "memory", "off", or a redis:// URL shared by replicas
@@ -113,6 +114,12 @@ _OPTIONS = (
         "--idle-timeout",
         "POOLGATE_IDLE_TIMEOUT",
         "seconds an unused connection (and a pool's credentials) is kept (default 300)",
+    ),
+    (
+        "--auth-recheck",
+        "POOLGATE_AUTH_RECHECK",
+        "seconds a password Postgres accepted is trusted without logging in again; past"
+        " it, the next request checks it with a real login (default 60)",
     ),
     (
         "--transaction-timeout-max",
@@ -213,6 +220,7 @@ def parse_settings(
         max_request_bytes=_positive_int("--max-request-bytes", args.max_request_bytes, 10 * MiB),
         max_response_bytes=_positive_int("--max-response-bytes", args.max_response_bytes, 10 * MiB),
         idle_timeout=_positive_seconds("--idle-timeout", args.idle_timeout, 300.0),
+        auth_recheck=_positive_seconds("--auth-recheck", args.auth_recheck, 60.0),
         reset_query="" if reset.strip().lower() == "none" else reset,
         reset_always=parse_reset_mode(args.reset or "auto"),
         cache=parse_cache(args.cache or "memory"),

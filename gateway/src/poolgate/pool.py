@@ -4,8 +4,13 @@ A pool never holds more than `pool_size` server connections: a slot is taken bef
 connection is opened or reused, including the connection that checks a new password,
 and waiters are served first in, first out. A request's credentials are checked against
 the password that last authenticated; a different one opens a fresh connection, so
-Postgres itself decides whether it is right. Connections that saw an error, a
-cancellation or a non-idle end state are closed, never reused.
+Postgres itself decides whether it is right. That password is trusted for
+`--auth-recheck` seconds after Postgres last accepted it; then the next request that
+brings it logs in again (one at a time, on a fresh connection it then uses). A refused
+re-check (the password was changed, the role may no longer log in) drops the trust and
+closes the pool's idle connections, so a revoked password stops working within
+`--auth-recheck`. Connections that saw an error, a cancellation or a non-idle end state
+are closed, never reused.
 
 Across pools:
 - all pools together never hold more than `max_connections` server connections; when
@@ -15,7 +20,9 @@ Across pools:
 - a password that is not the accepted one logs in through a lane of `LOGIN_LANE`
   requests per pool, so a flood of wrong passwords holds at most that many of a
   tenant's slots; failed logins are throttled per client address and per user
-  (see throttle): past the limit, 429 without reaching Postgres;
+  (see throttle): past the limit, 429 without reaching Postgres, except for a password
+  Postgres accepted within `--auth-recheck` (here or in a sibling worker), which takes
+  neither the lane nor the throttle;
 - at most `MAX_POOLS` pools exist; unused ones are dropped to make room for new pairs.
 """
 
@@ -154,16 +161,24 @@ class ConnectionPool:
         self._waiting = 0
         self._salt = os.urandom(16)
         self._verifier: bytes | None = None  # salted digest of the last accepted password
+        self._verified_at = 0.0  # when Postgres last accepted it (monotonic)
+        self._rechecking = asyncio.Lock()  # one re-check of the password at a time
         self.last_used = time.monotonic()
 
     def _digest(self, password: str | None) -> bytes:
         return hashlib.blake2b((password or "").encode(), key=self._salt).digest()
 
-    def accepts(self, password: str | None) -> bool:
+    def _knows(self, password: str | None) -> bool:
         """Whether this password is the one Postgres last accepted for this pool."""
         return self._verifier is not None and hmac.compare_digest(
             self._verifier, self._digest(password)
         )
+
+    def accepts(self, password: str | None) -> bool:
+        """Whether this password is trusted without a login: the one Postgres last
+        accepted for this pool, within the last --auth-recheck seconds."""
+        fresh = time.monotonic() - self._verified_at < self._settings.auth_recheck
+        return self._knows(password) and fresh
 
     async def acquire(
         self, password: str | None, client: str = "unknown", wait: float | None = None
@@ -172,24 +187,59 @@ class ConnectionPool:
         (default --acquire-timeout) before 503."""
         self.last_used = time.monotonic()
         if self.accepts(password):
-            await self._take(self._slots, wait)
-            try:
-                connection = await self._reuse() or await self._connect(password)
-            except BaseException:
-                self._slots.release()
-                raise
+            connection = await self._trusted(password, wait)
+        elif self._knows(password):
+            connection = await self._recheck(password, client, wait)
         else:
             connection = await self._log_in(password, client, wait)
         self._in_use += 1
         return connection
 
+    async def _trusted(
+        self, password: str | None, wait: float | None
+    ) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        await self._take(self._slots, wait)
+        try:
+            return await self._reuse() or await self._connect(password)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _recheck(
+        self, password: str | None, client: str, wait: float | None
+    ) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        """The accepted password, trusted for longer than --auth-recheck: logged in with
+        again (one request at a time; the others then find it trusted). Refused, the
+        pool forgets it and closes its idle connections (opened with it)."""
+        await self._take(self._slots, wait)
+        try:
+            async with self._rechecking:
+                if self.accepts(password):  # re-checked while this request waited
+                    return await self._reuse() or await self._connect(password)
+                try:
+                    return await self._connect(password)
+                except AuthenticationFailed:
+                    self.forget_credentials()
+                    self._throttle.distrust(self.user, self.database)
+                    await self.close_idle(older_than=0.0)
+                    await self._throttle.record_failure(client, self.user)
+                    raise
+        except BaseException:
+            self._slots.release()
+            raise
+
     async def _log_in(
         self, password: str | None, client: str, wait: float | None
     ) -> psycopg.AsyncConnection[tuple[object, ...]]:
-        """A new password: checked by Postgres through the login lane, throttled."""
+        """A password this pool does not trust: checked by Postgres through the login
+        lane, throttled; unless Postgres accepted it lately (in a sibling worker, or
+        before this pool was forgotten): then it logs in as a trusted one would."""
+        if self._throttle.vouches(self.user, self.database, password or ""):
+            return await self._trusted(password, wait)
         self._throttle.check(client, self.user)
         await self._take(self._login_lane, wait)
         try:
+            self._throttle.check(client, self.user)  # the limit may have passed meanwhile
             await self._take(self._slots, wait)
             try:
                 if self.accepts(password):  # accepted while this request waited
@@ -259,8 +309,15 @@ class ConnectionPool:
             self._budget.give()
             raise
         self._open += 1
-        if not self.accepts(password):
-            self._verifier = self._digest(password)
+        newly_trusted = not self.accepts(password)
+        self._verifier = self._digest(password)
+        self._verified_at = time.monotonic()
+        if newly_trusted:
+            try:
+                await self._throttle.record_success(self.user, self.database, password or "")
+            except BaseException:
+                await self._close(connection)
+                raise
         return connection
 
     def release_clean(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
@@ -361,7 +418,7 @@ class PoolRegistry:
         self.budget = ConnectionBudget(
             settings.max_connections, settings.acquire_timeout, self._close_one_idle
         )
-        self.throttle = throttle or LoginThrottle()
+        self.throttle = throttle or LoginThrottle(trust_for=settings.auth_recheck)
 
     def pool_for(self, credentials: Credentials) -> ConnectionPool:
         key = (credentials.user, credentials.database)

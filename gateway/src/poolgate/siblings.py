@@ -9,7 +9,8 @@ through here:
   the invalidation fail as an unreachable Redis does (`CacheUnavailable`): the write is
   answered with `Poolgate-Invalidate-Status: failed`. A sibling whose socket is gone
   is not running, and a worker that starts begins with an empty cache: nothing to drop;
-- a failed login counts against the client and user in every worker (the throttle);
+- a failed login counts against the client and user in every worker, and a login
+  Postgres accepted exempts that credential from the throttle in every worker;
 - `/metrics` sums every worker's samples;
 - a call on an interactive transaction is answered by the worker that holds its
   connection (the id names it): another worker forwards the call and relays the answer.
@@ -174,6 +175,15 @@ class Siblings:
             await self.ask_all({"op": "login_failed", "address": address, "user": user})
         except (OSError, TimeoutError, ValueError) as exc:
             log.warning("a sibling worker did not record a failed login: %r", exc)
+
+    async def login_succeeded(self, user: str, database: str, password: str) -> None:
+        """Tell every sibling's throttle that Postgres accepted this login (best effort:
+        a sibling not told throttles that credential as any other)."""
+        message = {"op": "login_succeeded", "user": user, "database": database}
+        try:
+            await self.ask_all({**message, "password": password})
+        except (OSError, TimeoutError, ValueError) as exc:
+            log.warning("a sibling worker did not record an accepted login: %r", exc)
 
     async def metrics(self) -> list[str]:
         """Every running sibling's metrics exposition; raises if one cannot answer."""
