@@ -1,0 +1,223 @@
+"""The soak's verdict: rules over the interval rows and the audit of the writes, pure
+(no processes), so each rule is tested on its own (tests/test_soak.py).
+
+- **Memory**: each process's memory at the end of the last interval is at most
+  `MEMORY_GROWTH_LIMIT` (10 %) above its memory at the end of the first interval. The
+  first interval is the warm-up (heaps, caches and pools filling), so its end, not the
+  start, is the baseline. Measured as RSS, except PostgreSQL: the private memory (USS)
+  of its processes per process (see `MEASURE`).
+- **File descriptors** and **server connections**: the count at the end of the last
+  interval is at most the highest count sampled during the first interval. The pools
+  behind them (the Worker's fetch sockets, each gateway worker's Postgres and Redis
+  connections) open a connection whenever concurrency first peaks that high and keep
+  it, so the first interval opens with a burst of reads far above the steady
+  concurrency (bench/soak/load.py): the pools' plateau is inside the baseline, and a
+  count above it later is growth. Server connections also never exceed the gateway's
+  `--pool-size`. PostgreSQL's descriptors are counted without its relation files
+  (bench/soak/probes.py says why).
+- **Statuses**: no unexpected answer at all (bench/soak/load.py defines the expected
+  ones per kind of request).
+- **Writes**: every acknowledged keyed write is in the database exactly once, with the
+  id it was acknowledged with; no write was given up.
+- **Processes**: every gateway worker, the Worker's host, redis and the postmaster kept
+  its pid (none died and was restarted).
+- **Work**: every kind of request was sent and answered at least once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench.soak.probes import POSTGRES
+
+MEMORY_GROWTH_LIMIT = 0.10
+# PostgreSQL's shared buffers are counted in the RSS of every backend that touched
+# them, so its RSS grows as the soak's rows fill shared_buffers (bounded by the
+# setting); and its total grows by a backend's worth when the pool opens one more
+# connection (bounded by --pool-size). A backend's leak shows in its private memory,
+# so PostgreSQL is measured as its processes' private memory, per process.
+MEASURE = {POSTGRES: "private per process"}
+
+
+@dataclass(frozen=True)
+class ProcessFigures:
+    """One watched process (or group) over an interval."""
+
+    rss: int  # bytes, at the interval's end
+    private: int  # bytes of USS, at the interval's end
+    fds: int  # at the interval's end
+    fds_max: int  # the highest sample during the interval
+    pids: tuple[int, ...]
+
+    def memory(self, name: str) -> int:
+        if MEASURE.get(name) == "private per process":
+            return self.private // max(1, len(self.pids))
+        return self.rss
+
+
+@dataclass(frozen=True)
+class IntervalRow:
+    number: int
+    ended: float  # seconds since the load started
+    statuses: dict[int, int]
+    by_kind: dict[str, int]
+    unexpected: int
+    p50_ms: float
+    p99_ms: float
+    processes: dict[str, ProcessFigures]
+    connections: int  # the app role's, at the interval's end
+    connections_max: int  # the highest sample during the interval
+    cache_entries: int  # Redis DBSIZE at the interval's end
+
+
+@dataclass(frozen=True)
+class WriteAudit:
+    acknowledged: int
+    missing: tuple[str, ...] = ()
+    duplicated: tuple[str, ...] = ()
+    wrong_id: tuple[str, ...] = ()
+    given_up: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Check:
+    rule: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+
+def mb(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+def judge(
+    rows: list[IntervalRow],
+    writes: WriteAudit,
+    pool_size: int,
+    unexpected: dict[str, int],
+    kinds: tuple[str, ...],
+) -> Verdict:
+    if len(rows) < 2:
+        return Verdict([Check("at least two intervals", False, f"{len(rows)} interval(s)")])
+    first, last = rows[0], rows[-1]
+    checks = [
+        *memory_checks(first, last),
+        *descriptor_checks(first, last),
+        connection_check(rows, pool_size),
+        status_check(unexpected),
+        write_check(writes),
+        *process_checks(rows),
+        work_check(rows, kinds),
+    ]
+    return Verdict(checks)
+
+
+def memory_checks(first: IntervalRow, last: IntervalRow) -> list[Check]:
+    checks = []
+    for name, start in first.processes.items():
+        end = last.processes.get(name)
+        if end is None:
+            checks.append(Check(f"memory: {name}", False, "not measured in the last interval"))
+            continue
+        before, after = start.memory(name), end.memory(name)
+        growth = (after - before) / before if before else float("inf")
+        measure = MEASURE.get(name, "RSS")
+        checks.append(
+            Check(
+                f"memory: {name}",
+                growth <= MEMORY_GROWTH_LIMIT,
+                f"{measure} {mb(before)} -> {mb(after)} ({growth:+.1%};"
+                f" limit {MEMORY_GROWTH_LIMIT:+.0%})",
+            )
+        )
+    return checks
+
+
+def descriptor_checks(first: IntervalRow, last: IntervalRow) -> list[Check]:
+    checks = []
+    for name, start in first.processes.items():
+        end = last.processes.get(name)
+        if end is None:
+            checks.append(Check(f"fds: {name}", False, "not measured in the last interval"))
+            continue
+        checks.append(
+            Check(
+                f"fds: {name}",
+                end.fds <= start.fds_max,
+                f"{end.fds} at the end <= {start.fds_max} (the first interval's highest)",
+            )
+        )
+    return checks
+
+
+def connection_check(rows: list[IntervalRow], pool_size: int) -> Check:
+    first, last = rows[0], rows[-1]
+    highest = max(row.connections_max for row in rows)
+    return Check(
+        "server connections",
+        last.connections <= first.connections_max and highest <= pool_size,
+        f"{last.connections} at the end <= {first.connections_max} (the first interval's"
+        f" highest); highest ever {highest} <= --pool-size {pool_size}",
+    )
+
+
+def status_check(unexpected: dict[str, int]) -> Check:
+    """`unexpected`: every unexpected answer of the run (the requests still finishing
+    after the last interval included), by kind and what came back."""
+    count = sum(unexpected.values())
+    shown = "; ".join(f"{n} x {what}" for what, n in list(unexpected.items())[:5])
+    return Check(
+        "no unexpected status", count == 0, f"{count} unexpected" + (f": {shown}" if shown else "")
+    )
+
+
+def write_check(audit: WriteAudit) -> Check:
+    problems = {
+        "missing": audit.missing,
+        "more than once": audit.duplicated,
+        "with another id": audit.wrong_id,
+        "given up": audit.given_up,
+    }
+    wrong = {what: keys for what, keys in problems.items() if keys}
+    detail = f"{audit.acknowledged} acknowledged, each in the database exactly once"
+    if wrong:
+        detail = f"{audit.acknowledged} acknowledged; " + "; ".join(
+            f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})" for what, keys in wrong.items()
+        )
+    return Check("acknowledged writes", audit.acknowledged > 0 and not wrong, detail)
+
+
+def process_checks(rows: list[IntervalRow]) -> list[Check]:
+    checks = []
+    for name, start in rows[0].processes.items():
+        if name == POSTGRES:  # backends come and go with the pool; the postmaster stays
+            stayed = all(row.processes[name].pids[:1] == start.pids[:1] for row in rows)
+        else:
+            stayed = all(row.processes.get(name, start).pids == start.pids for row in rows)
+        if not stayed:
+            seen = sorted({pid for row in rows for pid in row.processes[name].pids[:1]})
+            checks.append(Check(f"process kept: {name}", False, f"pids seen {seen}"))
+    count = {len(row.processes) for row in rows}
+    if len(count) > 1:
+        checks.append(Check("processes kept", False, f"watched groups per interval: {count}"))
+    if not checks:
+        checks.append(Check("processes kept", True, "every watched process kept its pid"))
+    return checks
+
+
+def work_check(rows: list[IntervalRow], kinds: tuple[str, ...]) -> Check:
+    totals = {kind: sum(row.by_kind.get(kind, 0) for row in rows) for kind in kinds}
+    return Check(
+        "every kind of request sent",
+        all(totals.values()),
+        ", ".join(f"{kind} {n}" for kind, n in totals.items()),
+    )
