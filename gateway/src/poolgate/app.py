@@ -36,6 +36,8 @@ from poolgate.errors import (
     RouteNotFound,
     Unavailable,
 )
+from poolgate.faces.neon_ws.session import Session, SessionCollector, Sessions
+from poolgate.faces.neon_ws.upgrade import is_session_request, require_session_key
 from poolgate.json_server import parse_failure
 from poolgate.metrics import CONTENT_TYPE, Metrics, merge_expositions
 from poolgate.pool import PoolRegistry
@@ -97,6 +99,9 @@ class Gateway:
         )
         self.metrics.watch_transactions(transactions)
         self.service = SqlService(settings, self.pools, cache, transactions)
+        self.sessions = Sessions(self.pools, settings)  # Neon's WebSocket face
+        self.sessions.on_end = self._session_ended
+        self.metrics.registry.register(SessionCollector(self.sessions.stats))
         # a forwarded call may run a statement: the sibling's deadline, and a little more
         self._forward_timeout = settings.statement_timeout + 5.0
         self.siblings = siblings
@@ -162,6 +167,7 @@ class Gateway:
                 await cache.purge_expired()
 
     async def close(self) -> None:
+        await self.sessions.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -181,6 +187,16 @@ class Gateway:
         """Every request: route, answer, map failures in one place, log one line."""
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
+        if is_session_request(request, _HTTP_PATHS):
+            try:
+                require_session_key(request, self.settings.api_keys)
+            except GatewayError as refused:
+                refusal = _answer_error(refused)
+                self._record(
+                    request, request_id, refusal.status, started, "unauthorized", None, None
+                )
+                return refusal
+            return await self.sessions.serve(request)
         sqlstate = None
         rows: int | None = None
         try:
@@ -210,6 +226,9 @@ class Gateway:
         headers.setdefault("Access-Control-Allow-Origin", "*")
         self._record(request, request_id, response.status, started, outcome, sqlstate, rows)
         return response
+
+    def _session_ended(self, session: Session, seconds: float) -> None:
+        REQUEST_LOG.session(session.user, session.database, session.outcome, seconds * 1000)
 
     async def _transaction_call(self, request: web.BaseRequest) -> web.StreamResponse:
         """`POST /transaction[/<id>/commit|rollback]` and `/sql` inside a transaction:
@@ -516,3 +535,4 @@ _ROUTES: dict[str, tuple[frozenset[str] | None, Handler]] = {
     "/readyz": (_READS, _readyz),
     "/metrics": (_READS, _metrics),
 }
+_HTTP_PATHS = frozenset(_ROUTES)  # a WebSocket upgrade on any other path is a session

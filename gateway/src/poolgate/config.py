@@ -39,6 +39,7 @@ class Settings:
     max_response_bytes: int = 10 * MiB
     idle_timeout: float = 300.0
     auth_recheck: float = 60.0  # an accepted password is trusted this long, then logs in again
+    ws_idle_timeout: float = 300.0  # a WebSocket session with nothing to do is ended after it
     reset_query: str = "DISCARD ALL"
     reset_always: bool = False  # else only after statements that may change the session
     cache: str = "memory"  # "memory", "off", or a redis:// URL shared by replicas
@@ -120,6 +121,12 @@ _OPTIONS = (
         "POOLGATE_AUTH_RECHECK",
         "seconds a password Postgres accepted is trusted without logging in again; past"
         " it, the next request checks it with a real login (default 60)",
+    ),
+    (
+        "--ws-idle-timeout",
+        "POOLGATE_WS_IDLE_TIMEOUT",
+        "seconds a WebSocket session (Neon's Pool/Client) may send nothing while no answer is"
+        " owed to it; then it is ended (57P05) and its server connection returned (default 300)",
     ),
     (
         "--transaction-timeout-max",
@@ -221,6 +228,7 @@ def parse_settings(
         max_response_bytes=_positive_int("--max-response-bytes", args.max_response_bytes, 10 * MiB),
         idle_timeout=_positive_seconds("--idle-timeout", args.idle_timeout, 300.0),
         auth_recheck=_positive_seconds("--auth-recheck", args.auth_recheck, 60.0),
+        ws_idle_timeout=_positive_seconds("--ws-idle-timeout", args.ws_idle_timeout, 300.0),
         reset_query="" if reset.strip().lower() == "none" else reset,
         reset_always=parse_reset_mode(args.reset or "auto"),
         cache=parse_cache(args.cache or "memory"),

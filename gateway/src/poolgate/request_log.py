@@ -51,6 +51,18 @@ class RequestLog:
             self._flush_on = loop
             loop.call_soon(self.flush)
 
+    def session(self, user: str, database: str, outcome: str, duration_ms: float) -> None:
+        """One line per WebSocket session, when it ends."""
+        self._lines.append(
+            f'{{"event": "session", "user": {_text(user)}, "database": {_text(database)},'
+            f' "outcome": {_text(outcome)}, "duration_ms": {duration_ms!r},'
+            f' "worker": {self.worker}}}\n'
+        )
+        loop = asyncio.get_running_loop()
+        if self._flush_on is not loop:
+            self._flush_on = loop
+            loop.call_soon(self.flush)
+
     def flush(self) -> None:
         self._flush_on = None
         if self._lines:
