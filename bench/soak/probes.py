@@ -40,8 +40,8 @@ def gateway_worker(n: int) -> str:
 
 @dataclass(frozen=True)
 class Sample:
-    """One group of processes at one moment; `private` (USS, memory no other process
-    shares) only in full samples, since it reads /proc/<pid>/smaps."""
+    """One group of processes at one moment; `private` only in full samples of
+    PostgreSQL, since it reads /proc/<pid>/smaps (see `own_memory`)."""
 
     rss: int
     fds: int
@@ -72,7 +72,7 @@ class Probes:
 
     def processes(self, full: bool = False) -> dict[str, Sample]:
         return {
-            name: sample(members, full, files=name != POSTGRES)
+            name: sample(members, full and name == POSTGRES, files=name != POSTGRES)
             for name, members in self.groups().items()
         }
 
@@ -105,22 +105,33 @@ def postgres_processes(data_dir: Path) -> list[psutil.Process]:
 
 def sample(members: list[psutil.Process], full: bool, files: bool = True) -> Sample:
     """Figures added up over the group; a process that ended meanwhile (a backend
-    closing) is left out of this sample. `files`: count descriptors of regular files."""
+    closing) is left out of this sample. `full`: with `own_memory`; `files`: count
+    descriptors of regular files too."""
     rss = fds = private = 0
     pids = []
     for process in members:
         try:
             with process.oneshot():
+                rss += process.memory_info().rss
                 if full:
-                    info = process.memory_full_info()
-                    rss, private = rss + info.rss, private + info.uss
-                else:
-                    rss += process.memory_info().rss
+                    private += own_memory(process)
                 fds += process.num_fds() if files else descriptors_but_files(process.pid)
         except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
             continue
         pids.append(process.pid)
     return Sample(rss, fds, tuple(pids), private if full else None)
+
+
+def own_memory(process: psutil.Process) -> int:
+    """Resident memory of the process's private mappings (its heap, stack, libraries'
+    writable data), not of shared ones: a page of PostgreSQL's shared buffers touched
+    by one backend only counts as that backend's in USS, so USS grows as the tables
+    fill shared_buffers; this does not."""
+    return sum(
+        region.private_clean + region.private_dirty
+        for region in process.memory_maps(grouped=False)
+        if region.perms[3:4] == "p"
+    )
 
 
 def descriptors_but_files(pid: int) -> int:

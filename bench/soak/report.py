@@ -20,7 +20,7 @@ def megabytes(size: int) -> str:
 def process_cell(name: str, figures: ProcessFigures) -> str:
     if name == POSTGRES:
         return (
-            f"{megabytes(figures.rss)} MB (private {megabytes(figures.private)}),"
+            f"{megabytes(figures.rss)} MB (private mappings {megabytes(figures.private)}),"
             f" {figures.fds} fds but files, {len(figures.pids)} procs"
         )
     return f"{megabytes(figures.rss)} MB, {figures.fds} fds"

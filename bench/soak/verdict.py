@@ -4,8 +4,8 @@
 - **Memory**: each process's memory at the end of the last interval is at most
   `MEMORY_GROWTH_LIMIT` (10 %) above its memory at the end of the first interval. The
   first interval is the warm-up (heaps, caches and pools filling), so its end, not the
-  start, is the baseline. Measured as RSS, except PostgreSQL: the private memory (USS)
-  of its processes per process (see `MEASURE`).
+  start, is the baseline. Measured as RSS, except PostgreSQL: the resident memory of
+  its processes' private mappings, per process (see `MEASURE`).
 - **File descriptors** and **server connections**: the count at the end of the last
   interval is at most the highest count sampled during the first interval. The pools
   behind them (the Worker's fetch sockets, each gateway worker's Postgres and Redis
@@ -32,11 +32,12 @@ from bench.soak.probes import POSTGRES
 
 MEMORY_GROWTH_LIMIT = 0.10
 # PostgreSQL's shared buffers are counted in the RSS of every backend that touched
-# them, so its RSS grows as the soak's rows fill shared_buffers (bounded by the
-# setting); and its total grows by a backend's worth when the pool opens one more
-# connection (bounded by --pool-size). A backend's leak shows in its private memory,
-# so PostgreSQL is measured as its processes' private memory, per process.
-MEASURE = {POSTGRES: "private per process"}
+# them (and in the USS of a backend that alone touched a page), so both grow as the
+# soak's rows fill shared_buffers, a cache bounded by its setting; and the total grows
+# by a backend's worth when the pool opens one more connection (bounded by
+# --pool-size). A backend's leak shows in its private mappings (its heap), so
+# PostgreSQL is measured as those, per process (bench/soak/probes.py own_memory).
+MEASURE = {POSTGRES: "private mappings per process"}
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,13 @@ class ProcessFigures:
     """One watched process (or group) over an interval."""
 
     rss: int  # bytes, at the interval's end
-    private: int  # bytes of USS, at the interval's end
+    private: int  # bytes in private mappings at the interval's end (PostgreSQL only)
     fds: int  # at the interval's end
     fds_max: int  # the highest sample during the interval
     pids: tuple[int, ...]
 
     def memory(self, name: str) -> int:
-        if MEASURE.get(name) == "private per process":
+        if MEASURE.get(name) == "private mappings per process":
             return self.private // max(1, len(self.pids))
         return self.rss
 
