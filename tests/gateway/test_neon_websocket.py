@@ -5,6 +5,7 @@ hold a pooled connection, and the connection given back clean."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from tests.support.services import Gateway, GatewayFactory, make_app_url
 CLIENT_DIR = Path(__file__).parent / "neon_client"
 
 
-def run_websocket_client(gateway: Gateway, **extra: Any) -> dict[str, Any]:
+def run_websocket_client(
+    gateway: Gateway, env: dict[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
     address = urlsplit(gateway.url)
     config = {
         "host": address.hostname,
@@ -34,6 +37,7 @@ def run_websocket_client(gateway: Gateway, **extra: Any) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     output: dict[str, Any] = json.loads(result.stdout)

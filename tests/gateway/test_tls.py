@@ -13,34 +13,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 from poolgate.config import ConfigError, parse_settings
 
 from db.client import Database
 from db.transport import HttpxTransport
 from devstack import node_toolchain
 from routes.table import build_app
+from tests.support.certificates import Certificates
 from tests.support.services import Gateway, GatewayFactory, make_app_url
 from tests.worker.conftest import WorkerClient, config_for
 
 CLIENT_DIR = Path(__file__).parent / "neon_client"
 KEY = "tls-test-key-0123456789abcdef"
-
-
-class Certificates:
-    def __init__(self, folder: Path) -> None:
-        self.ca = trustme.CA()
-        issued = self.ca.issue_cert("127.0.0.1", "localhost")
-        self.cert = folder / "gateway.pem"
-        self.key = folder / "gateway.key"
-        self.ca_file = folder / "ca.pem"
-        issued.cert_chain_pems[0].write_to_path(str(self.cert))
-        for pem in issued.cert_chain_pems[1:]:
-            pem.write_to_path(str(self.cert), append=True)
-        issued.private_key_pem.write_to_path(str(self.key))
-        self.ca.cert_pem.write_to_path(str(self.ca_file))
-        self.other_ca_file = folder / "other-ca.pem"
-        trustme.CA().cert_pem.write_to_path(str(self.other_ca_file))
 
 
 def trusting(ca_file: Path) -> ssl.SSLContext:

@@ -65,5 +65,8 @@ async def serve(settings: Settings, siblings: Siblings | None = None) -> None:
     try:
         await stop.wait()
     finally:
+        # WebSocket sessions never end by themselves: told first (57P01), so the server's
+        # shutdown does not wait its whole timeout for them
+        await gateway.sessions.close()
         await runner.cleanup()
         await gateway.close()
