@@ -223,6 +223,7 @@ devstack: ready.
   {what}
   open      http://127.0.0.1:{options.port}/docs      (the API explorer; / lists every route)
   gateway   {gateway_url}/sql   metrics {gateway_url}/metrics
+  neon ws   {gateway_url.replace("http", "ws", 1)}/v2?api_key=…   (Neon's Pool/Client, ORMs)
   logs      {state / "logs" / "gateway.log"}, {state / "logs" / "worker.log"} (a line per request)
   direct    {direct}   (migrations only)
   secrets   {state / "app-password"}, {state / "api-key"} (also in .dev.vars, git-ignored)

@@ -265,11 +265,6 @@ def test_prisma_keeps_a_batch_transaction_whole_or_not_at_all(
     assert [row[0] for row in stored_rows(postgres, "orm_prisma_note", "body")] == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the face's BackendKeyData carries a random process id, not the server's:"
-    " Kysely's pg_cancel_backend(<that id>) finds no backend and the statement runs on",
-)
 def test_kysely_cancels_a_query_it_aborts_on_the_server(
     orm_gateway: Gateway, postgres: EmbeddedPostgres
 ) -> None:
@@ -285,7 +280,7 @@ def test_kysely_cancels_a_query_it_aborts_on_the_server(
     assert client.stdout is not None
     try:
         output = json.loads(client.stdout.readline() or "{}")
-        still_running = wait_until_not_running(postgres, marker, seconds=5)
+        still_running = wait_until_not_running(postgres, marker, seconds=30)  # of its 60 s
     finally:
         with postgres.admin("appdb") as conn:  # the aborted statement, if it still runs
             conn.execute(

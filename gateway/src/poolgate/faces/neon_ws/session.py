@@ -177,6 +177,14 @@ class Sessions:
         pool = self._pools.pool_for(credentials)
         connection = await self._acquire(pool, credentials, session.client)
         session.connection = connection
+        # The client's BackendKeyData names the server's real process, which serves this
+        # session alone while it lasts, so pg_cancel_backend(processID) (Kysely's way to
+        # cancel) reaches it; the secret stays the gateway's own, and a CancelRequest is
+        # matched on both. A cancel sent after the session ended may reach a later user of
+        # the same connection, who is always the same role.
+        del self._open[session.key]
+        session.key = (connection.pgconn.backend_pid, session.key[1])
+        self._open[session.key] = session
         reusable = False
         try:
             await self._apply(connection, startup)
