@@ -344,3 +344,21 @@ def test_a_commit_sent_before_expiry_is_answered_by_its_outcome_not_by_the_expir
     assert (committed.status_code, committed.json()) == (200, {"committed": True})
     assert rows == [(1,)]
     assert client.commit(tx).status_code == 404  # finished, not expired
+
+
+def test_max_wait_ms_bounds_the_wait_for_the_gateways_connection_budget_too(
+    gateways: GatewayFactory, postgres: EmbeddedPostgres, url: str
+) -> None:
+    """The gateway's only server connection (--max-connections 1) is held by another
+    role's transaction; acquire timeout and deadline are a minute. A begin asking to
+    wait 300 ms is 503 while that transaction is still open, not a minute later."""
+    gateway = gateways(
+        "--max-connections", "1", "--workers", "1", "--acquire-timeout", "60",
+        "--statement-timeout", "60", "--transaction-timeout-max", "30",
+    )  # fmt: skip
+    other = Client(gateway, make_role(postgres, "tx_budget_holder"))
+    holder = other.begin({"timeout_ms": 20_000})
+    waiting = Client(gateway, url).post("/transaction", {"max_wait_ms": 300})
+    assert waiting.status_code == 503 and "Retry-After" in waiting.headers
+    assert other.sql(holder, "SELECT 1").status_code == 200  # still open: answered in time
+    assert other.rollback(holder).status_code == 200

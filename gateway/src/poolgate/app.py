@@ -32,6 +32,7 @@ from poolgate.errors import (
     GatewayError,
     MethodNotAllowed,
     NoSuchTransaction,
+    OutcomeUnknown,
     RequestTooLarge,
     RouteNotFound,
     Unavailable,
@@ -68,7 +69,8 @@ _CORS_HEADERS = {
 
 _OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
-Handler = Callable[["Gateway", web.BaseRequest], Awaitable[web.StreamResponse]]
+# (gateway, request, deadline: event-loop time by which it must be answered)
+Handler = Callable[["Gateway", web.BaseRequest, float], Awaitable[web.StreamResponse]]
 
 
 def make_store(settings: Settings) -> CacheStore | None:
@@ -102,8 +104,6 @@ class Gateway:
         self.sessions = Sessions(self.pools, settings)  # Neon's WebSocket face
         self.sessions.on_end = self._session_ended
         self.metrics.registry.register(SessionCollector(self.sessions.stats))
-        # a forwarded call may run a statement: the sibling's deadline, and a little more
-        self._forward_timeout = settings.statement_timeout + 5.0
         self.siblings = siblings
         if siblings is not None:
             self.pools.throttle.share = siblings.login_failed
@@ -197,11 +197,12 @@ class Gateway:
                 )
                 return refusal
             return await self.sessions.serve(request)
+        deadline = asyncio.get_running_loop().time() + self.settings.request_deadline
         sqlstate = None
         rows: int | None = None
         try:
             if _is_transaction_call(request):
-                response = await self._transaction_call(request)
+                response = await self._transaction_call(request, deadline)
             else:
                 route = _ROUTES.get(request.path)
                 if route is None:
@@ -209,7 +210,7 @@ class Gateway:
                 methods, handler = route
                 if methods is not None and request.method not in methods:
                     raise MethodNotAllowed(f"method {request.method} is not allowed here")
-                response = await handler(self, request)
+                response = await handler(self, request, deadline)
             rows = _rows_of(response)
             outcome = "ok"
             if isinstance(response, _Relayed):  # answered by the sibling that owns it
@@ -230,9 +231,12 @@ class Gateway:
     def _session_ended(self, session: Session, seconds: float) -> None:
         REQUEST_LOG.session(session.user, session.database, session.outcome, seconds * 1000)
 
-    async def _transaction_call(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _transaction_call(
+        self, request: web.BaseRequest, deadline: float
+    ) -> web.StreamResponse:
         """`POST /transaction[/<id>/commit|rollback]` and `/sql` inside a transaction:
-        answered here, or by the sibling worker that holds the transaction."""
+        answered here, or by the sibling worker that holds the transaction (by the same
+        deadline: it is told how much of it is left)."""
         if request.method == "OPTIONS":
             return web.Response(status=200, headers={**_CORS_HEADERS, "Allow": "OPTIONS, POST"})
         if request.method != "POST":
@@ -241,17 +245,22 @@ class Gateway:
         call = Call(
             request.path,
             request.headers,
-            await _read_body(self.settings, request),
+            await _read_body(self.settings, request, deadline),
             request.remote or "unknown",
+            deadline,
         )
         owner = call.owner()
         if self.siblings is None or owner is None or owner == self.siblings.index:
             return await self.answer_call(call)
+        left = deadline - asyncio.get_running_loop().time()
         try:
-            reply = await self.siblings.forward(
-                owner, {"op": "call", **call.message()}, self._forward_timeout
-            )
-        except (OSError, TimeoutError, ValueError):
+            reply = await self.siblings.forward(owner, {"op": "call", **call.message()}, left)
+        except TimeoutError:
+            raise OutcomeUnknown(
+                "the worker holding the transaction did not answer in time: whether the call"
+                " took effect is unknown"
+            ) from None
+        except (OSError, ValueError):
             # the worker that held it is gone (and its connection with it: rolled back)
             raise NoSuchTransaction() from None
         return _Relayed.of(reply)
@@ -260,16 +269,17 @@ class Gateway:
         """A transaction call, answered by this worker (it holds the transaction)."""
         service = self.service
         if call.path == "/sql":
-            return _sql_response(await service.answer(call.headers, call.body, call.client))
+            answer = await service.answer(call.headers, call.body, call.client, call.deadline)
+            return _sql_response(answer)
         if call.path == TRANSACTION_PATH:
-            opened = await service.begin(call.headers, call.body, call.client)
+            opened = await service.begin(call.headers, call.body, call.client, call.deadline)
             return web.json_response(opened, status=201)
         transaction_id, action = call.target()
         if action == "commit":
-            dropped = await service.commit(transaction_id, call.headers)
+            dropped = await service.commit(transaction_id, call.headers, call.deadline)
             headers = {} if dropped else {"Poolgate-Invalidate-Status": "failed"}
             return web.json_response({"committed": True}, headers=headers)
-        await service.rollback(transaction_id, call.headers)
+        await service.rollback(transaction_id, call.headers, call.deadline)
         return web.json_response({"rolled_back": True})
 
     async def _call_for_sibling(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -309,6 +319,7 @@ class Gateway:
 
 
 TRANSACTION_PATH = "/transaction"
+FORWARDING_MARGIN = 0.05  # seconds of a forwarded call's deadline left for the way back
 
 
 def _is_transaction_call(request: web.BaseRequest) -> bool:
@@ -326,6 +337,7 @@ class Call:
     headers: Mapping[str, str]
     body: bytes
     client: str
+    deadline: float  # event-loop time by which it is answered
 
     def transaction_id(self) -> str | None:
         if self.path == "/sql":
@@ -354,15 +366,19 @@ class Call:
             "headers": list(self.headers.items()),
             "body": base64.b64encode(self.body).decode(),
             "client": self.client,
+            "seconds_left": self.deadline - asyncio.get_running_loop().time(),
         }
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Call:
+        # a little earlier than the forwarding worker's, so the answer gets back in time
+        left = float(message["seconds_left"]) - FORWARDING_MARGIN
         return cls(
             message["path"],
             CIMultiDict(message["headers"]),
             base64.b64decode(message["body"]),
             message["client"],
+            asyncio.get_running_loop().time() + left,
         )
 
 
@@ -446,14 +462,15 @@ def _outcome_name(error: GatewayError) -> str:
     return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
 
 
-async def _sql(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
+async def _sql(gateway: Gateway, request: web.BaseRequest, deadline: float) -> web.StreamResponse:
     if request.method == "OPTIONS":
         return web.Response(status=200, headers={**_CORS_HEADERS, "Allow": "OPTIONS, POST"})
     if request.method != "POST":
         raise BadRequest(f"method {request.method} is not supported on /sql; use POST")
     require_api_key(request.headers, gateway.settings.api_keys)
+    body = await _read_body(gateway.settings, request, deadline)
     answer = await gateway.service.answer(
-        request.headers, await _read_body(gateway.settings, request), request.remote or "unknown"
+        request.headers, body, request.remote or "unknown", deadline
     )
     return _sql_response(answer)
 
@@ -470,17 +487,21 @@ def _sql_response(answer: SqlAnswer) -> web.Response:
     return response
 
 
-async def _invalidate(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
+async def _invalidate(
+    gateway: Gateway, request: web.BaseRequest, deadline: float
+) -> web.StreamResponse:
     require_api_key(request.headers, gateway.settings.api_keys)
+    body = await _read_body(gateway.settings, request, deadline)
     dropped = await gateway.service.invalidate(
-        request.headers, await _read_body(gateway.settings, request), request.remote or "unknown"
+        request.headers, body, request.remote or "unknown", deadline
     )
     return web.json_response({"invalidated": dropped})
 
 
-async def _read_body(settings: Settings, request: web.BaseRequest) -> bytes:
-    """The body, within the size limit and the body deadline: a client that trickles a
-    body (a byte every few seconds) is answered 408 instead of holding a connection."""
+async def _read_body(settings: Settings, request: web.BaseRequest, deadline: float) -> bytes:
+    """The body, within the size limit and the body deadline (--body-timeout, and never
+    past the request's own): a client that trickles a body (a byte every few seconds) is
+    answered 408 instead of holding a connection."""
     limit = settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise RequestTooLarge(limit)
@@ -492,7 +513,8 @@ async def _read_body(settings: Settings, request: web.BaseRequest) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(settings.body_timeout):
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(min(deadline, loop.time() + settings.body_timeout)):
             async for chunk in request.content.iter_any():
                 size += len(chunk)
                 if size > limit:
@@ -503,11 +525,11 @@ async def _read_body(settings: Settings, request: web.BaseRequest) -> bytes:
     return b"".join(chunks)
 
 
-async def _healthz(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
+async def _healthz(gateway: Gateway, request: web.BaseRequest, _: float) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
 
 
-async def _readyz(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
+async def _readyz(gateway: Gateway, request: web.BaseRequest, _: float) -> web.StreamResponse:
     conninfo = make_conninfo(
         **gateway.settings.upstream, connect_timeout=max(2, round(gateway.settings.connect_timeout))
     )
@@ -520,7 +542,7 @@ async def _readyz(gateway: Gateway, request: web.BaseRequest) -> web.StreamRespo
     raise Unavailable(f"upstream is not accepting connections ({pq.Ping(status).name})")
 
 
-async def _metrics(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
+async def _metrics(gateway: Gateway, request: web.BaseRequest, _: float) -> web.StreamResponse:
     # it names every tenant (user, database): with API keys on, only key holders see it
     require_api_key(request.headers, gateway.settings.api_keys)
     return web.Response(body=await gateway.all_metrics(), headers={"Content-Type": CONTENT_TYPE})

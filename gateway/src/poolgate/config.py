@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     import ssl
 
 MiB = 1024 * 1024
+# Postgres cancels a statement at --statement-timeout itself; the gateway's own deadline
+# comes this much later and covers a server that has stopped answering altogether.
+DEADLINE_GRACE_SECONDS = 1.0
 
 
 class ConfigError(ValueError):
@@ -48,6 +51,12 @@ class Settings:
     tls_cert: str | None = None  # PEM certificate chain: with tls_key, serve HTTPS
     tls_key: str | None = None
     workers: int = 1  # processes sharing the port; pool_size and max_connections are split
+
+    @property
+    def request_deadline(self) -> float:
+        """Seconds from a request's arrival to its answer, at most, whatever fails: the
+        wait for a connection, connecting and running all count against it."""
+        return self.statement_timeout + DEADLINE_GRACE_SECONDS
 
     def for_worker(self, index: int) -> Settings:
         """This worker's share of the connection bounds: the bounds hold for all together."""

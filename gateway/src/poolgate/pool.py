@@ -2,7 +2,10 @@
 
 A pool never holds more than `pool_size` server connections: a slot is taken before a
 connection is opened or reused, including the connection that checks a new password,
-and waiters are served first in, first out. A request's credentials are checked against
+and waiters are served first in, first out. One acquisition waits at most
+--acquire-timeout in all (for the pool's slot, the login lane and the gateway's budget
+together, or less if it asks), and neither waits nor connects past the request's own
+deadline (`Bounds`). A request's credentials are checked against
 the password that last authenticated; a different one opens a fresh connection, so
 Postgres itself decides whether it is right. That password is trusted for
 `--auth-recheck` seconds after Postgres last accepted it; then the next request that
@@ -32,6 +35,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import os
 import select
 import time
@@ -90,31 +94,51 @@ LOGIN_LANE = 2  # concurrent checks of a not-yet-accepted password, per pool
 MAX_POOLS = 1000  # distinct (user, database) pairs held at once
 
 
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """One acquisition's limits, in event-loop time: waiting for a slot (of the pool, the
+    login lane or the gateway's budget) ends at `wait_until` (503), and connecting ends at
+    `deadline` too (the request's own deadline: nothing may answer later)."""
+
+    wait_until: float
+    deadline: float
+
+    @classmethod
+    def of(cls, wait: float, deadline: float | None) -> Bounds:
+        now = asyncio.get_running_loop().time()
+        end = math.inf if deadline is None else deadline
+        return cls(min(now + wait, end), end)
+
+    def waiting_left(self) -> float:
+        return self.wait_until - asyncio.get_running_loop().time()
+
+    def left(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+
 class ConnectionBudget:
     """Server connections of every pool together: at most `limit`."""
 
     RECHECK = 0.05  # seconds between looks for idle connections to close, while waiting
 
-    def __init__(self, limit: int, wait: float, evict: Callable[[], Awaitable[bool]]) -> None:
+    def __init__(self, limit: int, evict: Callable[[], Awaitable[bool]]) -> None:
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
-        self._wait = wait
         self._evict = evict
         self.held = 0
 
-    async def take(self) -> None:
+    async def take(self, bounds: Bounds) -> None:
         """A slot for one more server connection: a free one, or one an idle connection
-        (in any pool) gives back when it is closed; else wait, then 503. Connections
-        that turn idle meanwhile do not free a slot by themselves, so the wait looks
-        for them again every `RECHECK` seconds."""
-        deadline = time.monotonic() + self._wait
+        (in any pool) gives back when it is closed; else wait until `bounds` say, then
+        503. Connections that turn idle meanwhile do not free a slot by themselves, so
+        the wait looks for them again every `RECHECK` seconds."""
         while True:
             if not self._slots.locked():
                 await self._slots.acquire()
                 break
             if await self._evict():
                 continue  # a slot was given back: take it, unless another request did
-            left = deadline - time.monotonic()
+            left = bounds.waiting_left()
             if left <= 0:
                 raise Unavailable(f"all {self.limit} server connections of the gateway are in use")
             try:
@@ -181,70 +205,86 @@ class ConnectionPool:
         return self._knows(password) and fresh
 
     async def acquire(
-        self, password: str | None, client: str = "unknown", wait: float | None = None
+        self,
+        password: str | None,
+        client: str = "unknown",
+        wait: float | None = None,
+        deadline: float | None = None,
     ) -> psycopg.AsyncConnection[tuple[object, ...]]:
-        """A connection for this password; `wait`: seconds to wait for a free slot
-        (default --acquire-timeout) before 503."""
+        """A connection for this password. `wait`: seconds this request may wait for a
+        free slot, in all (default and most: --acquire-timeout), then 503; `deadline`:
+        the request's own (event-loop time), which no wait or connect outlasts."""
         self.last_used = time.monotonic()
+        acquire_timeout = self._settings.acquire_timeout
+        bounds = Bounds.of(
+            acquire_timeout if wait is None else min(wait, acquire_timeout), deadline
+        )
         if self.accepts(password):
-            connection = await self._trusted(password, wait)
+            connection = await self._trusted(password, bounds)
         elif self._knows(password):
-            connection = await self._recheck(password, client, wait)
+            connection = await self._recheck(password, client, bounds)
         else:
-            connection = await self._log_in(password, client, wait)
+            connection = await self._log_in(password, client, bounds)
         self._in_use += 1
         return connection
 
     async def _trusted(
-        self, password: str | None, wait: float | None
+        self, password: str | None, bounds: Bounds
     ) -> psycopg.AsyncConnection[tuple[object, ...]]:
-        await self._take(self._slots, wait)
+        await self._take(self._slots, bounds)
         try:
-            return await self._reuse() or await self._connect(password)
+            return await self._reuse() or await self._connect(password, bounds)
         except BaseException:
             self._slots.release()
             raise
 
     async def _recheck(
-        self, password: str | None, client: str, wait: float | None
+        self, password: str | None, client: str, bounds: Bounds
     ) -> psycopg.AsyncConnection[tuple[object, ...]]:
         """The accepted password, trusted for longer than --auth-recheck: logged in with
         again (one request at a time; the others then find it trusted). Refused, the
         pool forgets it and closes its idle connections (opened with it)."""
-        await self._take(self._slots, wait)
+        await self._take(self._slots, bounds)
         try:
-            async with self._rechecking:
+            try:
+                async with asyncio.timeout_at(bounds.wait_until):
+                    await self._rechecking.acquire()
+            except TimeoutError:
+                raise Unavailable("no pooled connection became free in time") from None
+            try:
                 if self.accepts(password):  # re-checked while this request waited
-                    return await self._reuse() or await self._connect(password)
+                    return await self._reuse() or await self._connect(password, bounds)
                 try:
-                    return await self._connect(password)
+                    return await self._connect(password, bounds)
                 except AuthenticationFailed:
                     self.forget_credentials()
                     self._throttle.distrust(self.user, self.database)
                     await self.close_idle(older_than=0.0)
                     await self._throttle.record_failure(client, self.user)
                     raise
+            finally:
+                self._rechecking.release()
         except BaseException:
             self._slots.release()
             raise
 
     async def _log_in(
-        self, password: str | None, client: str, wait: float | None
+        self, password: str | None, client: str, bounds: Bounds
     ) -> psycopg.AsyncConnection[tuple[object, ...]]:
         """A password this pool does not trust: checked by Postgres through the login
         lane, throttled; unless Postgres accepted it lately (in a sibling worker, or
         before this pool was forgotten): then it logs in as a trusted one would."""
         if self._throttle.vouches(self.user, self.database, password or ""):
-            return await self._trusted(password, wait)
+            return await self._trusted(password, bounds)
         self._throttle.check(client, self.user)
-        await self._take(self._login_lane, wait)
+        await self._take(self._login_lane, bounds)
         try:
             self._throttle.check(client, self.user)  # the limit may have passed meanwhile
-            await self._take(self._slots, wait)
+            await self._take(self._slots, bounds)
             try:
                 if self.accepts(password):  # accepted while this request waited
-                    return await self._reuse() or await self._connect(password)
-                return await self._connect(password)
+                    return await self._reuse() or await self._connect(password, bounds)
+                return await self._connect(password, bounds)
             except AuthenticationFailed:
                 await self._throttle.record_failure(client, self.user)
                 self._slots.release()
@@ -255,17 +295,16 @@ class ConnectionPool:
         finally:
             self._login_lane.release()
 
-    async def _take(self, slots: asyncio.Semaphore, wait: float | None = None) -> None:
+    async def _take(self, slots: asyncio.Semaphore, bounds: Bounds) -> None:
         if not slots.locked():
             await slots.acquire()  # free slot: no timer needed
             return
-        seconds = self._settings.acquire_timeout if wait is None else wait
         self._waiting += 1
         try:
-            async with asyncio.timeout(seconds):  # no extra task, unlike wait_for
+            async with asyncio.timeout_at(bounds.wait_until):  # no extra task, unlike wait_for
                 await slots.acquire()
         except TimeoutError:
-            raise Unavailable(f"no pooled connection became free within {seconds:g} s") from None
+            raise Unavailable("no pooled connection became free in time") from None
         finally:
             self._waiting -= 1
 
@@ -277,7 +316,9 @@ class ConnectionPool:
             await self._close(connection)
         return None
 
-    async def _connect(self, password: str | None) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    async def _connect(
+        self, password: str | None, bounds: Bounds
+    ) -> psycopg.AsyncConnection[tuple[object, ...]]:
         settings = self._settings
         keywords = {
             **settings.upstream,
@@ -291,13 +332,13 @@ class ConnectionPool:
             keywords["password"] = password
         while self._open >= settings.pool_size and self._idle:
             await self.close_oldest_idle()  # an idle one with another password makes room
-        await self._budget.take()
+        await self._budget.take(bounds)
         try:
             connection = await asyncio.wait_for(
                 psycopg.AsyncConnection.connect(
                     make_conninfo("", **keywords), autocommit=True, prepare_threshold=None
                 ),
-                settings.connect_timeout,
+                max(0.0, min(settings.connect_timeout, bounds.left())),
             )
         except TimeoutError:
             self._budget.give()
@@ -415,9 +456,7 @@ class PoolRegistry:
         self._settings = settings
         self._pools: dict[tuple[str, str], ConnectionPool] = {}
         self._releases: set[asyncio.Task[None]] = set()
-        self.budget = ConnectionBudget(
-            settings.max_connections, settings.acquire_timeout, self._close_one_idle
-        )
+        self.budget = ConnectionBudget(settings.max_connections, self._close_one_idle)
         self.throttle = throttle or LoginThrottle(trust_for=settings.auth_recheck)
 
     def pool_for(self, credentials: Credentials) -> ConnectionPool:
@@ -452,16 +491,21 @@ class PoolRegistry:
 
     @asynccontextmanager
     async def connection(
-        self, credentials: Credentials, client: str = "unknown", reset: bool = True
+        self,
+        credentials: Credentials,
+        client: str = "unknown",
+        reset: bool = True,
+        deadline: float | None = None,
     ) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
-        """A connection for the duration of the block.
+        """A connection for the duration of the block, had before `deadline` (the
+        request's, event-loop time) or --acquire-timeout, whichever is first (else 503).
 
         It is returned to its pool after the block in the background, after the reset
         query if `reset` (so the answer is not delayed by it); if the block raised or
         was cancelled, the connection is closed instead.
         """
         pool = self.pool_for(credentials)
-        connection = await pool.acquire(credentials.password, client)
+        connection = await pool.acquire(credentials.password, client, deadline=deadline)
         reusable = False
         try:
             yield connection
@@ -474,11 +518,14 @@ class PoolRegistry:
                 self._releases.add(task)
                 task.add_done_callback(self._releases.discard)
 
-    async def authenticate(self, credentials: Credentials, client: str = "unknown") -> None:
+    async def authenticate(
+        self, credentials: Credentials, client: str = "unknown", deadline: float | None = None
+    ) -> None:
         """Prove the credentials without running anything for the caller (cache hits,
-        invalidations): free if they are the ones last accepted, else a fresh login."""
+        invalidations): free if they are trusted (accepted within --auth-recheck), else
+        a fresh login."""
         if not self.pool_for(credentials).accepts(credentials.password):
-            async with self.connection(credentials, client, reset=False):
+            async with self.connection(credentials, client, reset=False, deadline=deadline):
                 pass  # nothing runs on it: its session is as it was opened
 
     async def sweep(self) -> None:

@@ -1,5 +1,9 @@
 """Answering `POST /sql` and `POST /invalidate`: parse, authenticate, consult the cache,
 run upstream on a pooled connection, invalidate after a write commits.
+
+Every call takes the request's `deadline` (event-loop time: its arrival plus
+`Settings.request_deadline`): the wait for a connection, connecting and running all end
+by then (503 if nothing was sent upstream yet, 504 if it was).
 """
 
 from __future__ import annotations
@@ -34,9 +38,6 @@ from poolgate.transactions import Transactions, begin_options
 
 READ_ONLY_VIOLATION = "25006"
 TRANSACTION_HEADER = "Poolgate-Transaction"
-# Postgres cancels a statement at --statement-timeout itself; the gateway's own deadline
-# comes this much later and covers a server that has stopped answering altogether.
-DEADLINE_GRACE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +61,19 @@ class SqlService:
         self.cache = cache
         self.transactions = transactions or Transactions(settings, pools)
 
+    def deadline(self) -> float:
+        """The deadline of a request arriving now."""
+        return asyncio.get_running_loop().time() + self._settings.request_deadline
+
     async def answer(
-        self, headers: Mapping[str, str], body: bytes, client: str = "unknown"
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        client: str = "unknown",
+        deadline: float | None = None,
     ) -> SqlAnswer:
         """`client`: the peer's address, which failed logins are throttled by."""
+        deadline = self.deadline() if deadline is None else deadline
         policy = parse_cache_policy(headers)
         request = parse_sql_request(headers, body, bearer_is_password=not self._settings.api_keys)
         transaction_id = headers.get(TRANSACTION_HEADER)
@@ -73,39 +83,49 @@ class SqlService:
                     "cache headers are refused inside a transaction: send"
                     " Poolgate-Invalidate-Tags with its commit"
                 )
-            outcome = await self.transactions.run(transaction_id, request.credentials, request)
+            outcome = await self.transactions.run(
+                transaction_id, request.credentials, request, deadline
+            )
             return SqlAnswer(outcome, "none", None)
         answer = None
         if self.cache is not None and policy.wants_cache and _read_only(request):
             try:
-                answer = await self._from_cache(self.cache, request, policy, client)
+                answer = await self._from_cache(self.cache, request, policy, client, deadline)
             except QueryFailed as error:
                 # a write sent with a TTL: it failed harmlessly inside READ ONLY, so it is
                 # run for real below, uncached
                 if error.sqlstate != READ_ONLY_VIOLATION or request.batch is not None:
                     raise
         if answer is None:
-            answer = SqlAnswer(await self._run(request, False, client), "none", None)
+            answer = SqlAnswer(await self._run(request, False, client, deadline), "none", None)
         # only reached once the statement (or the whole batch) has committed
         if not await self._drop_after_commit(request.credentials, policy.invalidate):
             return replace(answer, invalidation_failed=True)
         return answer
 
     async def begin(
-        self, headers: Mapping[str, str], body: bytes, client: str = "unknown"
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        client: str = "unknown",
+        deadline: float | None = None,
     ) -> dict[str, str]:
         """`POST /transaction`: a transaction opened on a reserved connection."""
         credentials = self._credentials(headers)
         payload = json_object(body) if body.strip() else {}
         options = begin_options(batch_options(headers), payload, self._settings)
-        return await self.transactions.begin(credentials, options, client)
+        deadline = self.deadline() if deadline is None else deadline
+        return await self.transactions.begin(credentials, options, client, deadline)
 
-    async def commit(self, transaction_id: str, headers: Mapping[str, str]) -> bool:
+    async def commit(
+        self, transaction_id: str, headers: Mapping[str, str], deadline: float | None = None
+    ) -> bool:
         """`POST /transaction/<id>/commit`; then `Poolgate-Invalidate-Tags` are dropped.
         False if the commit happened but the tags could not be dropped."""
         credentials = self._credentials(headers)
         tags = parse_cache_policy(headers).invalidate
-        await self.transactions.commit(transaction_id, credentials)
+        deadline = self.deadline() if deadline is None else deadline
+        await self.transactions.commit(transaction_id, credentials, deadline)
         return await self._drop_after_commit(credentials, tags)
 
     async def _drop_after_commit(self, credentials: Credentials, tags: tuple[str, ...]) -> bool:
@@ -119,18 +139,26 @@ class SqlService:
             return False
         return True
 
-    async def rollback(self, transaction_id: str, headers: Mapping[str, str]) -> None:
-        await self.transactions.rollback(transaction_id, self._credentials(headers))
+    async def rollback(
+        self, transaction_id: str, headers: Mapping[str, str], deadline: float | None = None
+    ) -> None:
+        deadline = self.deadline() if deadline is None else deadline
+        await self.transactions.rollback(transaction_id, self._credentials(headers), deadline)
 
     def _credentials(self, headers: Mapping[str, str]) -> Credentials:
         return request_credentials(headers, bearer_is_password=not self._settings.api_keys)
 
     async def invalidate(
-        self, headers: Mapping[str, str], body: bytes, client: str = "unknown"
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        client: str = "unknown",
+        deadline: float | None = None,
     ) -> int:
         credentials = self._credentials(headers)
         tags = parse_tags(json_object(body).get("tags"), "tags")
-        await self._pools.authenticate(credentials, client)
+        deadline = self.deadline() if deadline is None else deadline
+        await self._pools.authenticate(credentials, client, deadline)
         if self.cache is None:
             return 0
         try:
@@ -139,32 +167,41 @@ class SqlService:
             raise Unavailable("the cache store is unreachable; nothing was invalidated") from None
 
     async def _from_cache(
-        self, cache: QueryCache, request: SqlRequest, policy: CachePolicy, client: str
+        self,
+        cache: QueryCache,
+        request: SqlRequest,
+        policy: CachePolicy,
+        client: str,
+        deadline: float,
     ) -> SqlAnswer:
-        await self._pools.authenticate(request.credentials, client)  # a hit needs a login
+        # a hit needs a login
+        await self._pools.authenticate(request.credentials, client, deadline)
         cached = await cache.answer(
             cache_key(request, policy.tags),
             policy,
             _scoped(request.credentials, policy.tags),
-            lambda: self._run(request, True, client),
+            lambda: self._run(request, True, client, deadline),
         )
         return SqlAnswer(cached.outcome, cached.status, cached.age)
 
-    async def _run(self, request: SqlRequest, read_only: bool, client: str) -> Outcome:
-        """Run on a pooled connection within the request deadline (the statement timeout
-        plus a second): past it the answer is 504 and the connection is discarded."""
-        deadline = self._settings.statement_timeout + DEADLINE_GRACE_SECONDS
+    async def _run(
+        self, request: SqlRequest, read_only: bool, client: str, deadline: float
+    ) -> Outcome:
+        """Run on a pooled connection within the request's deadline (from its arrival,
+        the statement timeout plus a second): past it the answer is 504 and the
+        connection is discarded."""
         reset = any(may_change_session(statement.query) for statement in request.statements)
-        async with self._pools.connection(request.credentials, client, reset) as connection:
+        credentials = request.credentials
+        async with self._pools.connection(credentials, client, reset, deadline) as connection:
             try:
-                async with asyncio.timeout(deadline):
+                async with asyncio.timeout_at(deadline):
                     return await run_request(
                         connection, request, self._settings.max_response_bytes, read_only
                     )
             except TimeoutError:
                 raise OutcomeUnknown(
-                    f"the database did not answer within {deadline:g} s: whether the request"
-                    " took effect is unknown"
+                    f"the database did not answer within {self._settings.request_deadline:g} s"
+                    " of the request's arrival: whether the request took effect is unknown"
                 ) from None
 
 

@@ -10,14 +10,18 @@ wait: each chunk goes to a callback as soon as it arrives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import pq
 from psycopg.abc import PQGen
-from psycopg.generators import fetch
-from psycopg.waiting import wait_async
+from psycopg.generators import cancel, fetch
+from psycopg.waiting import wait_async, wait_conn_async
+
+log = logging.getLogger("poolgate.streaming")
 
 _ROWS = (pq.ExecStatus.TUPLES_CHUNK, pq.ExecStatus.SINGLE_TUPLE)
 _DONE = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
@@ -57,9 +61,9 @@ class ChunkedCursor(psycopg.AsyncRawCursor[tuple[Any, ...]]):
                 )
             finally:
                 if self._pgconn.transaction_status == _ACTIVE:
-                    # bounded: a frozen server takes no cancel request, and the caller
-                    # discards this connection whatever happens
-                    await connection._try_cancel(timeout=CANCEL_TIMEOUT)
+                    # the caller discards this connection whatever happens, and its
+                    # answer (504 at the deadline) must not wait on a frozen server
+                    cancel_in_background(self._pgconn)
 
     def _run_gen(
         self,
@@ -93,3 +97,39 @@ class ChunkedCursor(psycopg.AsyncRawCursor[tuple[Any, ...]]):
         if final is None:
             raise psycopg.InterfaceError("the statement ended without a final result")
         return final, tag
+
+
+_CANCELS: set[asyncio.Task[None]] = set()
+
+
+def cancel_in_background(pgconn: pq.abc.PGconn) -> None:
+    """Ask the server to cancel what runs on `pgconn`, without waiting for it to answer:
+    the request is sent at once (libpq 17's non-blocking cancel), its reply awaited in
+    the background for at most `CANCEL_TIMEOUT` seconds."""
+    try:
+        if psycopg.capabilities.has_cancel_safe():
+            cancel_conn = pgconn.cancel_conn()
+            cancel_conn.start()
+            work = _complete_cancel(cancel_conn)
+        else:  # an older libpq: the blocking cancel, in a thread
+            work = asyncio.wait_for(asyncio.to_thread(pgconn.get_cancel().cancel), CANCEL_TIMEOUT)
+    except psycopg.Error as exc:
+        log.warning("query cancellation failed: %s", exc)
+        return
+    task = asyncio.get_running_loop().create_task(_quietly(work))
+    _CANCELS.add(task)
+    task.add_done_callback(_CANCELS.discard)
+
+
+async def _complete_cancel(cancel_conn: pq.abc.PGcancelConn) -> None:
+    try:
+        await wait_conn_async(cancel(cancel_conn), timeout=CANCEL_TIMEOUT)
+    finally:
+        cancel_conn.finish()
+
+
+async def _quietly(work: Awaitable[None]) -> None:
+    try:
+        await work
+    except Exception as exc:  # a frozen or vanished server: the connection is gone anyway
+        log.info("query cancellation not confirmed: %s", type(exc).__name__)

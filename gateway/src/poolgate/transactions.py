@@ -15,6 +15,10 @@ transactions").
   what Postgres did (200, or its error), or 504 if Postgres did not say in time.
 - A client that goes away mid-statement: the statement is cancelled and the connection
   closed, so Postgres rolls the transaction back.
+- Every call is answered by its request's deadline (arrival plus the statement timeout
+  and a second): `POST /transaction` waits for a connection at most `max_wait_ms` (and
+  never past --acquire-timeout), then BEGIN; a statement, COMMIT or ROLLBACK still
+  running at the deadline is 504 and the transaction ends with its connection closed.
 """
 
 from __future__ import annotations
@@ -55,7 +59,6 @@ log = logging.getLogger("poolgate.transactions")
 DEFAULT_TIMEOUT = 5.0  # seconds, when the client names none
 DEFAULT_MAX_WAIT = 2.0  # seconds to wait for a free connection at BEGIN
 EXPIRED_KEPT = 10_000  # expired ids remembered (to answer 410 rather than 404)
-DEADLINE_GRACE_SECONDS = 1.0  # past the statement timeout: the server stopped answering
 
 Connection = psycopg.AsyncConnection[tuple[object, ...]]
 T = TypeVar("T")
@@ -152,12 +155,17 @@ class Transactions:
         return hmac.new(self._secret, who.encode(), hashlib.sha256).digest()
 
     async def begin(
-        self, credentials: Credentials, options: BeginOptions, client: str
+        self, credentials: Credentials, options: BeginOptions, client: str, deadline: float
     ) -> dict[str, str]:
         pool = self._pools.pool_for(credentials)
-        connection = await pool.acquire(credentials.password, client, wait=options.max_wait)
+        connection = await pool.acquire(
+            credentials.password, client, wait=options.max_wait, deadline=deadline
+        )
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self._settings.connect_timeout):
+            async with asyncio.timeout_at(
+                min(deadline, loop.time() + self._settings.connect_timeout)
+            ):
                 # an earlier request's nextval must not answer this transaction's currval
                 await end_transaction(connection, RESET_BEFORE)
                 await end_transaction(connection, options.batch.begin_statement())
@@ -168,7 +176,6 @@ class Transactions:
             if isinstance(exc, TimeoutError):
                 raise OutcomeUnknown("the database did not answer BEGIN in time") from None
             raise
-        loop = asyncio.get_running_loop()
         transaction_id = self._prefix + secrets.token_urlsafe(24)
         expires_at = datetime.now(UTC) + timedelta(seconds=options.timeout)
         opened = _Open(
@@ -204,9 +211,9 @@ class Transactions:
         return found
 
     async def run(
-        self, transaction_id: str, credentials: Credentials, request: SqlRequest
+        self, transaction_id: str, credentials: Credentials, request: SqlRequest, deadline: float
     ) -> Outcome:
-        """The request's statement(s) inside the transaction."""
+        """The request's statement(s) inside the transaction, by the request's deadline."""
         opened = self._claim(transaction_id, credentials)
         opened.session_changed |= any(may_change_session(s.query) for s in request.statements)
         try:  # a Postgres error aborts the transaction; it stays open for a rollback
@@ -214,15 +221,20 @@ class Transactions:
                 transaction_id,
                 opened,
                 run_in_transaction(opened.connection, request, self._settings.max_response_bytes),
+                deadline,
             )
         finally:
             opened.busy = False
 
-    async def commit(self, transaction_id: str, credentials: Credentials) -> None:
+    async def commit(self, transaction_id: str, credentials: Credentials, deadline: float) -> None:
         opened = self._claim(transaction_id, credentials)
         try:
             tag = await self._within_deadlines(
-                transaction_id, opened, end_transaction(opened.connection, "COMMIT"), ending=True
+                transaction_id,
+                opened,
+                end_transaction(opened.connection, "COMMIT"),
+                deadline,
+                ending=True,
             )
         except QueryFailed:
             # a failed COMMIT (a serialization failure, a deferred constraint) ends it
@@ -234,29 +246,39 @@ class Transactions:
         if tag == "ROLLBACK":  # COMMIT of an aborted transaction rolls it back
             raise TransactionAborted()
 
-    async def rollback(self, transaction_id: str, credentials: Credentials) -> None:
+    async def rollback(
+        self, transaction_id: str, credentials: Credentials, deadline: float
+    ) -> None:
         opened = self._claim(transaction_id, credentials)
         try:
             await self._within_deadlines(
-                transaction_id, opened, end_transaction(opened.connection, "ROLLBACK"), ending=True
+                transaction_id,
+                opened,
+                end_transaction(opened.connection, "ROLLBACK"),
+                deadline,
+                ending=True,
             )
         finally:
             opened.busy = False
         self._finish(transaction_id, opened, reusable=True)
 
     async def _within_deadlines(
-        self, transaction_id: str, opened: _Open, work: Awaitable[T], ending: bool = False
+        self,
+        transaction_id: str,
+        opened: _Open,
+        work: Awaitable[T],
+        deadline: float,
+        ending: bool = False,
     ) -> T:
-        """Run `work` on the transaction's connection within the statement deadline (else
+        """Run `work` on the transaction's connection by the request's `deadline` (else
         504) and, unless it is `ending` the transaction (COMMIT, ROLLBACK: once sent, only
         Postgres's answer decides), before the transaction expires (else 410). Any failure
         but a Postgres error ends the transaction: its connection is closed, and Postgres
         rolls it back unless a COMMIT got there first."""
         loop = asyncio.get_running_loop()
-        statement_deadline = loop.time() + self._settings.statement_timeout + DEADLINE_GRACE_SECONDS
-        deadline = statement_deadline if ending else min(opened.deadline, statement_deadline)
+        limit = deadline if ending else min(opened.deadline, deadline)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(limit):
                 return await work
         except QueryFailed:
             raise
