@@ -297,6 +297,18 @@ def test_options_answers_cors_and_other_methods_answer_400(gateway: Gateway) -> 
         assert "use POST" in response.json()["message"]
 
 
+def test_other_methods_on_sql_answer_400_inside_a_transaction_too(gateway: Gateway) -> None:
+    """PROTOCOL.md: anything but POST (and OPTIONS) on /sql is 400, whatever the headers."""
+    for method in ("GET", "PUT", "DELETE"):
+        response = httpx.request(
+            method, f"{gateway.url}/sql", headers={"Poolgate-Transaction": "0.some-id"}
+        )
+        assert response.status_code == 400
+        assert "use POST" in response.json()["message"]
+    preflight = httpx.options(f"{gateway.url}/sql", headers={"Poolgate-Transaction": "0.x"})
+    assert preflight.status_code == 200 and preflight.headers["Allow"] == "OPTIONS, POST"
+
+
 def test_every_response_carries_a_distinct_request_id(gateway: Gateway, app_url: str) -> None:
     responses = [
         post_sql(gateway.url, app_url, {"query": "SELECT 1"}),

@@ -275,3 +275,21 @@ def test_an_invalidation_after_a_worker_was_replaced_reaches_the_new_one(
         for _ in range(20)
     }
     assert labels == {"new"}
+
+
+def test_a_graceful_stop_of_several_workers_logs_no_traceback(
+    gateways: GatewayFactory, app_url: str
+) -> None:
+    """With links between the workers open (metrics are gathered over them, a write's
+    invalidation is confirmed over them), SIGTERM stops every worker quietly."""
+    gateway = gateways("--workers", "2")
+    for _ in range(6):  # fresh connections: both workers answer some, so both ask
+        assert httpx.get(f"{gateway.url}/metrics").status_code == 200
+        write = post_sql(
+            gateway.url, app_url, {"query": "SELECT 1"}, headers={"Poolgate-Invalidate-Tags": "t"}
+        )
+        assert write.status_code == 200
+    gateway.stop()
+    assert gateway.process.returncode == 0
+    log = gateway.log_text()
+    assert "Traceback" not in log, log[-3000:]

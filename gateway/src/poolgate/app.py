@@ -29,6 +29,7 @@ from poolgate.config import Settings
 from poolgate.errors import (
     BadRequest,
     BodyTimeout,
+    ExpectationFailed,
     GatewayError,
     MethodNotAllowed,
     NoSuchTransaction,
@@ -324,8 +325,8 @@ FORWARDING_MARGIN = 0.05  # seconds of a forwarded call's deadline left for the 
 
 def _is_transaction_call(request: web.BaseRequest) -> bool:
     path = request.path
-    if path == "/sql":
-        return TRANSACTION_HEADER in request.headers
+    if path == "/sql":  # other methods are /sql's to answer (PROTOCOL.md: 400)
+        return request.method == "POST" and TRANSACTION_HEADER in request.headers
     return path == TRANSACTION_PATH or path.startswith(TRANSACTION_PATH + "/")
 
 
@@ -505,6 +506,7 @@ async def _read_body(settings: Settings, request: web.BaseRequest, deadline: flo
     limit = settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise RequestTooLarge(limit)
+    await _continue_if_expected(request)
     if request.content.is_eof():  # all there already: small bodies come with the head
         body = request.content.read_nowait()  # (no loop turn to see the end of it)
         if len(body) > limit:  # chunked, so no Content-Length to check first
@@ -523,6 +525,21 @@ async def _read_body(settings: Settings, request: web.BaseRequest, deadline: flo
     except TimeoutError:
         raise BodyTimeout(settings.body_timeout) from None
     return b"".join(chunks)
+
+
+async def _continue_if_expected(request: web.BaseRequest) -> None:
+    """`Expect: 100-continue`: the request was found acceptable (route, method, API key,
+    size) when its body is asked for, so the client is told to send it. A request refused
+    before that gets its final answer instead, its body never read."""
+    expect = request.headers.get("Expect")
+    if expect is None or request.version < (1, 1):
+        return
+    if expect.lower() != "100-continue":
+        raise ExpectationFailed()
+    if not request.content.is_eof():
+        writer = request.writer
+        await writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.output_size = 0  # the response proper has not started
 
 
 async def _healthz(gateway: Gateway, request: web.BaseRequest, _: float) -> web.StreamResponse:

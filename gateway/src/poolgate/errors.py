@@ -13,6 +13,7 @@
     ├── TransactionBusy             409: a call on a transaction while another one runs
     ├── TransactionExpired          410: the transaction's timeout passed (rolled back)
     ├── RequestTooLarge             413: request body over the configured limit
+    ├── ExpectationFailed           417: an Expect header other than 100-continue
     ├── TooManyLogins               429 + Retry-After: failed logins throttled
     ├── ResponseTooLarge            507: result over the configured limit
     ├── Unavailable                 503 + Retry-After: pool wait exceeded, upstream down
@@ -208,6 +209,15 @@ class RequestTooLarge(GatewayError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"request is too large (max is {limit} bytes)")
+
+
+class ExpectationFailed(GatewayError):
+    """Raised for an `Expect` header the gateway cannot meet (anything but 100-continue)."""
+
+    status = 417
+
+    def __init__(self) -> None:
+        super().__init__("unsupported expectation: only Expect: 100-continue is understood")
 
 
 class TooManyLogins(GatewayError):

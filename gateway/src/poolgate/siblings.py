@@ -105,6 +105,7 @@ class Siblings:
         ]
         self._handlers: Handlers = {}
         self._server: asyncio.AbstractServer | None = None
+        self._serving: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
 
     async def start(self, handlers: Handlers) -> None:
         """Answer siblings' requests with `handlers` (by message "op")."""
@@ -113,16 +114,27 @@ class Siblings:
         self._server = await asyncio.start_unix_server(self._serve, self._path, limit=MAX_LINE)
 
     async def close(self) -> None:
+        """Stop answering: links closed, and every connection being served hung up, so
+        each `_serve` ends by itself (a cancelled one would be reported as an error by
+        asyncio's streams at shutdown)."""
         for link in self._links:
             link.close()
         if self._server is not None:
             self._server.close()
+        for writer in self._serving.values():
+            writer.close()
+        if self._serving:
+            await asyncio.wait(set(self._serving), timeout=REPLY_TIMEOUT)
+        if self._server is not None:
             await self._server.wait_closed()
         self._path.unlink(missing_ok=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request at a time per connection; an asker that hangs up before the reply
         cancels the work (a forwarded call whose client went away)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving[task] = writer
         try:
             while line := await reader.readline():
                 message = json.loads(line)
@@ -143,6 +155,8 @@ class Siblings:
             pass
         finally:
             writer.close()
+            if task is not None:
+                self._serving.pop(task, None)
 
     async def forward(self, index: int, message: dict[str, Any], seconds: float) -> Any:
         """Ask sibling `index` on a connection of this call's own (a long call never
