@@ -18,6 +18,7 @@ from db.config import ConfigurationError, DatabaseConfig
 from db.transport import Transport
 from errors import (
     AppError,
+    BadRequest,
     HeadersTooLarge,
     MethodNotAllowed,
     NotFound,
@@ -36,6 +37,7 @@ from web import (
     Response,
     header_block_bytes,
     json_response,
+    repeated_names,
 )
 
 log = logging.getLogger("worker")
@@ -88,12 +90,23 @@ class Context:
             raise NotConfigured(str(self.services.configuration_error or "no database"))
         return self.services.database
 
-    async def write(self, statement: Statement, invalidate: tuple[str, ...] = ()) -> Result:
+    async def write(
+        self,
+        statement: Statement,
+        invalidate: tuple[str, ...] = (),
+        before: tuple[Statement, ...] = (),
+    ) -> Result:
         """A route's one write (with RETURNING): under the request's Idempotency-Key if
-        it sent one (see idempotency), else as a plain statement."""
+        it sent one (see idempotency), else as a plain statement. `before` runs first in
+        the same transaction (a row lock the write's condition depends on)."""
         if self.idempotency is None:
-            return await self.db.run(statement, invalidate=invalidate)
-        result, self.replayed = await keyed_write(self.db, self.idempotency, statement, invalidate)
+            if not before:
+                return await self.db.run(statement, invalidate=invalidate)
+            results = await self.db.batch([*before, statement], invalidate=invalidate)
+            return results[-1]
+        result, self.replayed = await keyed_write(
+            self.db, self.idempotency, statement, invalidate, before
+        )
         return result
 
 
@@ -166,6 +179,7 @@ class App:
             raise NotFound(f"no route for {request.method} {request.path}")
         if request.body_too_large or len(request.body) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes")
+        _refuse_repeated_parameters(match.route.handler, request)
         context = Context(request, match.params, request_id, services, self)
         if request.method in WRITE_METHODS:
             context.idempotency = IdempotencyKey.of(request)
@@ -178,6 +192,15 @@ class App:
         if context.replayed:
             response.headers["idempotent-replayed"] = "true"
         return response
+
+
+def _refuse_repeated_parameters(spec: RouteSpec, request: Request) -> None:
+    """Every query parameter a route takes holds one value: given twice, which one
+    counts would depend on the host's parser, so neither does (400)."""
+    repeated = sorted(repeated_names(request.query_string) & {q.name for q in spec.query})
+    if repeated:
+        given = ", ".join(f"?{name}=" for name in repeated)
+        raise BadRequest(f"{given} given more than once; give each parameter once")
 
 
 def _redirect(path: str, request: Request) -> Response:

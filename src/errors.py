@@ -56,12 +56,16 @@ class BadRequest(AppError):
 
 
 class BadCursor(AppError):
-    """Raised for a `?cursor=` that is not one this API issued (forged or damaged)."""
+    """Raised for a `?cursor=` this API did not issue for this listing and its filters
+    (forged, damaged, or another listing's)."""
 
     status, code = 400, "bad_cursor"
 
     def __init__(self) -> None:
-        super().__init__("?cursor is not a cursor this API issued; pass next_cursor back as is")
+        super().__init__(
+            "?cursor is not a cursor this API issued for this listing and these filters;"
+            " pass next_cursor back as is, to the request that gave it"
+        )
 
 
 class MalformedJson(AppError):

@@ -84,13 +84,20 @@ async def stored_outcome(database: Database, key: IdempotencyKey) -> Result:
 
 
 async def keyed_write(
-    database: Database, key: IdempotencyKey, statement: Statement, invalidate: tuple[str, ...]
+    database: Database,
+    key: IdempotencyKey,
+    statement: Statement,
+    invalidate: tuple[str, ...],
+    before: tuple[Statement, ...] = (),
 ) -> tuple[Result, bool]:
-    """Run `statement` (a write with RETURNING) under `key`: its result, and whether it
-    is the stored outcome of an earlier request rather than a new run. (In an
-    interactive transaction: `claim` first, `kept` for its last write.)"""
+    """Run `statement` (a write with RETURNING) under `key`, after `before` in the same
+    transaction: its result, and whether it is the stored outcome of an earlier request
+    rather than a new run. (In an interactive transaction: `claim` first, `kept` for its
+    last write.)"""
     try:
-        _, result = await database.batch([claim(key), kept(key, statement)], invalidate=invalidate)
+        *_, result = await database.batch(
+            [claim(key), *before, kept(key, statement)], invalidate=invalidate
+        )
     except KeyHasOutcome:
         return await stored_outcome(database, key), True
     return result, False

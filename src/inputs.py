@@ -156,11 +156,14 @@ def encode_cursor(position: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
 
 
-def decode_cursor(request: Request) -> int | None:
+def decode_cursor(request: Request, listing: dict[str, Any]) -> int | None:
     """The id a keyset page starts after (or before), from the opaque `?cursor=`.
 
-    Only what `encode_cursor` writes is accepted: the same bytes, an id in bigint's
-    positive range. Anything else is 400 bad_cursor, never a database error."""
+    A cursor is bound to the listing that issued it and its filters (`listing`, as
+    `page` wrote it in): only the same bytes `encode_cursor` wrote for this listing,
+    with an id in bigint's positive range, are accepted. Anything else, a cursor of
+    another listing or of other filters included, is 400 bad_cursor, never a database
+    error or a page of something else."""
     raw = request.query.get("cursor")
     if not raw:
         return None
@@ -172,22 +175,30 @@ def decode_cursor(request: Request) -> int | None:
     if (
         type(after) is not int
         or not 0 < after <= BIGINT_MAX
-        or encode_cursor({"after": after}) != raw
+        or encode_cursor(_position(after, listing)) != raw
     ):
         raise BadCursor()
     return after
 
 
+def _position(after: int, listing: dict[str, Any]) -> dict[str, Any]:
+    return {"after": after, **listing}
+
+
 def keyset_window(
-    request: Request, default_limit: int = 20, max_limit: int = 100
+    request: Request, listing: dict[str, Any], default_limit: int = 20, max_limit: int = 100
 ) -> tuple[int, int]:
-    """`?limit=` (bounded) and the id a page starts after (0: from the beginning)."""
+    """`?limit=` (bounded) and the id a page of `listing` starts after (0: from the
+    beginning)."""
     limit = query_int(request, "limit", default_limit, 1, max_limit)
-    return limit, decode_cursor(request) or 0
+    return limit, decode_cursor(request, listing) or 0
 
 
-def page(rows: list[dict[str, Any]], limit: int, model: type[BaseModel]) -> dict[str, Any]:
-    """Items of a keyset page fetched with LIMIT limit + 1, and the cursor to the next.
+def page(
+    rows: list[dict[str, Any]], limit: int, model: type[BaseModel], listing: dict[str, Any]
+) -> dict[str, Any]:
+    """Items of a keyset page fetched with LIMIT limit + 1, and the cursor to the next
+    page of `listing` (the route and its filters, which the cursor is bound to).
 
     Rows from `paging.bounded_page_sql` carry `fetched`; fewer rows than that means the
     page was cut short by its byte bound, so there is more."""
@@ -195,5 +206,5 @@ def page(rows: list[dict[str, Any]], limit: int, model: type[BaseModel]) -> dict
     more = len(rows) > limit or bool(rows and rows[0].get("fetched", 0) > len(rows))
     return {
         "items": [model.model_validate(row) for row in items],
-        "next_cursor": encode_cursor({"after": items[-1]["id"]}) if more else None,
+        "next_cursor": encode_cursor(_position(items[-1]["id"], listing)) if more else None,
     }

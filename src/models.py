@@ -9,10 +9,12 @@ trimmed); names and titles need one character that is not white space.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,7 +25,10 @@ from pydantic import (
 from web import RawJson
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+# The pattern as /openapi.json's readers (ECMA-262) read it; Python's `$` also matches
+# before a final newline, so the Worker checks the whole value (full_email).
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 BIGINT_MAX = 2**63 - 1
 
 
@@ -41,8 +46,18 @@ def optional(**constraints: Any) -> Any:
     return Field(default=None, json_schema_extra=_left_out_or_given, **constraints)
 
 
+def full_email(value: str) -> str:
+    if _EMAIL.fullmatch(value) is None:
+        raise ValueError("the whole value must be one e-mail address, with nothing after it")
+    return value
+
+
 # Two addresses that differ only in case reach the same mailbox in practice: lower-cased.
-Email = Annotated[str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)]
+Email = Annotated[
+    str,
+    BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+    AfterValidator(full_email),
+]
 VISIBLE = r"\S"  # names and titles need one character that is not white space
 
 # A stored JSON document, served as Postgres wrote it (never parsed by the Worker).

@@ -83,7 +83,7 @@ def build_openapi(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
                     "name": q.name,
                     "in": "query",
                     "required": False,
-                    "description": q.description,
+                    "description": f"{q.description}; at most once (repeated: 400 bad_request)",
                     "schema": q.schema,
                 }
                 for q in spec.query

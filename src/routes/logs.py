@@ -18,7 +18,8 @@ async def list_logs(ctx: Context) -> Response:
     """Newest first; `?level=` filters, `?limit=` (1-200) bounds, `?cursor=` pages."""
     limit = query_int(ctx.request, "limit", 50, 1, 200)
     level = query_choice(ctx.request, "level", LEVELS)
-    before = decode_cursor(ctx.request)
+    listing = {"list": "/logs", "level": level}
+    before = decode_cursor(ctx.request, listing)
     rows = await ctx.db.query(
         bounded_page_sql(
             COLUMNS,
@@ -31,7 +32,7 @@ async def list_logs(ctx: Context) -> Response:
         level,
         limit + 1,
     )
-    return json_response(page(rows, limit, Log))
+    return json_response(page(rows, limit, Log, listing))
 
 
 async def create_log(ctx: Context) -> Response:

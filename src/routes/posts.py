@@ -24,6 +24,9 @@ from paging import bounded_page_sql
 from web import Response, json_response
 
 COLUMNS = "id, author_id, title, body, published, published_at, created_at, updated_at"
+# A user holds at most this many drafts (unpublished posts): a new post or a transfer
+# that would give them more is refused (409).
+MAX_DRAFTS = 5
 
 
 def post_missing(post_id: int) -> NotFound:
@@ -32,8 +35,9 @@ def post_missing(post_id: int) -> NotFound:
 
 async def list_posts(ctx: Context) -> Response:
     """Published posts are cached (tag published_posts); drafts never are."""
-    limit, after = keyset_window(ctx.request)
     published = query_bool(ctx.request, "published")
+    listing = {"list": "/posts", "published": published}
+    limit, after = keyset_window(ctx.request, listing)
     result = await ctx.db.run(
         sql(
             bounded_page_sql(
@@ -49,7 +53,7 @@ async def list_posts(ctx: Context) -> Response:
         ),
         cache=read_cache(ctx.request, PUBLISHED_POSTS) if published else None,
     )
-    return with_cache_status(json_response(page(result.rows, limit, Post)), result)
+    return with_cache_status(json_response(page(result.rows, limit, Post, listing)), result)
 
 
 async def get_post(ctx: Context) -> Response:
@@ -59,18 +63,40 @@ async def get_post(ctx: Context) -> Response:
     return json_response(Post.model_validate(row))
 
 
+def too_many_drafts(user_id: int, drafts: int = 0) -> Conflict:
+    return Conflict(
+        f"user {user_id} already has {max(drafts, MAX_DRAFTS)} drafts (at most {MAX_DRAFTS})"
+    )
+
+
+def lock_author(user_id: int) -> Statement:
+    """Taken before anything counts a user's drafts to add one, in the same transaction:
+    two such writes for one author run one after the other, and the second counts the
+    first's draft. An UPDATE (a new row version), not SELECT ... FOR UPDATE: a
+    Serializable transfer whose snapshot is older then fails to serialize and runs again
+    instead of counting stale drafts."""
+    return sql("UPDATE users SET updated_at = updated_at WHERE id = $1", user_id)
+
+
 async def create_post(ctx: Context) -> Response:
+    """A new post is a draft, refused (409) when its author has MAX_DRAFTS already."""
     data = parse_body(ctx.request, PostCreate)
-    # a new post is a draft: only its author's list changes
+    # only its author's list changes; an unknown author is refused by the foreign key
     result = await ctx.write(
         sql(
-            f"INSERT INTO posts (author_id, title, body) VALUES ($1, $2, $3) RETURNING {COLUMNS}",
+            "INSERT INTO posts (author_id, title, body) SELECT $1, $2, $3"
+            " WHERE (SELECT count(*) FROM posts WHERE author_id = $1 AND NOT published) < $4"
+            f" RETURNING {COLUMNS}",
             data.author_id,
             data.title,
             data.body,
+            MAX_DRAFTS,
         ),
         invalidate=(user_posts(data.author_id),),
+        before=(lock_author(data.author_id),),
     )
+    if not result.rows:  # kept under its key, like a 404: a retry replays the 409
+        raise too_many_drafts(data.author_id)
     row = result.rows[0]
     return json_response(
         Post.model_validate(row), status=201, headers={"location": f"/posts/{row['id']}"}
@@ -129,9 +155,6 @@ async def publish_post(ctx: Context) -> Response:
     return json_response(Post.model_validate(row))
 
 
-# A user holds at most this many drafts (unpublished posts); a transfer to a user who
-# has as many already is refused (409).
-MAX_DRAFTS = 5
 TRANSFER_RETRIES = 3  # re-runs after a serialization failure with a concurrent transfer
 
 
@@ -163,20 +186,17 @@ async def _transfer(
     post = await tx.query_one("SELECT author_id FROM posts WHERE id = $1 FOR UPDATE", post_id)
     if post is None:
         raise post_missing(post_id)
+    locked = await tx.run(lock_author(to_user))  # as create_post does: see lock_author
     target = await tx.query_one(
-        "SELECT (SELECT count(*) FROM posts WHERE author_id = $1 AND NOT published) AS drafts"
-        " FROM users WHERE id = $1",
-        to_user,
+        "SELECT count(*) AS drafts FROM posts WHERE author_id = $1 AND NOT published", to_user
     )
-    if target is None:
+    if not locked.row_count or target is None:
         raise ValidationFailed(
             f"user {to_user} does not exist",
             [{"field": "to_user_id", "message": f"user {to_user} does not exist"}],
         )
     if post["author_id"] != to_user and target["drafts"] >= MAX_DRAFTS:
-        raise Conflict(
-            f"user {to_user} already has {target['drafts']} drafts (at most {MAX_DRAFTS})"
-        )
+        raise too_many_drafts(to_user, target["drafts"])
     move = sql(
         f"UPDATE posts SET author_id = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}",
         post_id,

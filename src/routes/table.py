@@ -20,8 +20,9 @@ from routes import logs, meta, posts, users
 _LIMIT = QueryParam("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 100})
 _CURSOR = QueryParam(
     "cursor",
-    "opaque cursor from the previous page's next_cursor"
-    " (empty: the first page; any other: 400 bad_cursor)",
+    "opaque cursor from the previous page's next_cursor, for the same listing and"
+    " filters (empty: the first page; any other, another listing's included:"
+    " 400 bad_cursor)",
     {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
 )
 _DELETED = {

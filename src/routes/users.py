@@ -26,11 +26,12 @@ def user_missing(user_id: int) -> NotFound:
 
 
 async def list_users(ctx: Context) -> Response:
-    limit, after = keyset_window(ctx.request)
+    listing = {"list": "/users"}
+    limit, after = keyset_window(ctx.request, listing)
     rows = await ctx.db.query(
         f"SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2", after, limit + 1
     )
-    return json_response(page(rows, limit, User))
+    return json_response(page(rows, limit, User, listing))
 
 
 async def get_user(ctx: Context) -> Response:
@@ -91,8 +92,9 @@ async def delete_user(ctx: Context) -> Response:
 
 
 async def list_user_posts(ctx: Context) -> Response:
-    limit, after = keyset_window(ctx.request)
     user_id = ctx.params["id"]
+    listing = {"list": f"/users/{user_id}/posts"}
+    limit, after = keyset_window(ctx.request, listing)
     found, posts = await ctx.db.batch(
         [
             sql("SELECT 1 FROM users WHERE id = $1", user_id),
@@ -114,4 +116,4 @@ async def list_user_posts(ctx: Context) -> Response:
     )
     if not found.rows:
         raise user_missing(user_id)
-    return with_cache_status(json_response(page(posts.rows, limit, Post)), posts)
+    return with_cache_status(json_response(page(posts.rows, limit, Post, listing)), posts)
