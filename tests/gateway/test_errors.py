@@ -277,12 +277,11 @@ def test_database_down_answers_503_with_retry_after_not_a_hang(
     gateways: GatewayFactory, app_url: str, tmp_path: Path
 ) -> None:
     nowhere = gateways(upstream=f"postgresql:///?host={tmp_path}&port=5999")
-    started = time.monotonic()
     response = post_sql(nowhere.url, app_url, {"query": "SELECT 1"})
+    # the connect failure itself, not a timeout: a socket that is not there
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) >= 1
     assert response.json() == {"message": "the database is not reachable"}
-    assert time.monotonic() - started < 5
 
 
 def test_options_answers_cors_and_other_methods_answer_400(gateway: Gateway) -> None:
@@ -362,12 +361,12 @@ def test_copy_is_refused_quickly_and_the_pool_stays_usable(
     with postgres.admin("appdb") as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS copy_target (x int)")
         conn.execute("ALTER TABLE copy_target OWNER TO app")
-    single = gateways("--pool-size", "1")
-    started = time.monotonic()
-    response = post_sql(single.url, app_url, {"query": query}, timeout=10)
+    # had the gateway waited on the server (which waits for COPY data), Postgres's own
+    # timeout would have answered first: 57014, not the gateway's refusal
+    single = gateways("--pool-size", "1", "--statement-timeout", "2")
+    response = post_sql(single.url, app_url, {"query": query})
     assert response.status_code == 400
     assert "COPY is not supported" in response.json()["message"]
-    assert time.monotonic() - started < 5
     assert post_sql(single.url, app_url, {"query": "SELECT 1"}).status_code == 200
 
 

@@ -109,7 +109,7 @@ def test_client_disconnect_cancels_the_query_on_the_server(
     gateway = gateways("--pool-size", "2")
     with pytest.raises(httpx.ReadTimeout):
         post_sql(gateway.url, url, {"query": "SELECT pg_sleep(30) /* cancel-me */"}, timeout=0.5)
-    assert wait_until_not_running(postgres, "cancel-me", seconds=3) == 0
+    assert wait_until_not_running(postgres, "cancel-me", seconds=20) == 0  # of its 30 s
     assert '"status": 499' in gateway.log_once_it_has('"status": 499')
     assert post_sql(gateway.url, url, {"query": "SELECT 1"}).status_code == 200
 
@@ -121,7 +121,7 @@ def test_idle_connections_close_and_the_pool_is_forgotten_after_the_idle_timeout
     gateway = gateways("--idle-timeout", "0.4")
     assert post_sql(gateway.url, url, {"query": "SELECT 1"}).status_code == 200
     assert server_connections(postgres, "idle_user") == 1
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a wait, not a measurement: the sweep runs every 0.2 s
     while server_connections(postgres, "idle_user") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert server_connections(postgres, "idle_user") == 0

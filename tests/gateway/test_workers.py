@@ -159,7 +159,7 @@ def test_a_worker_that_dies_is_replaced_and_the_gateway_keeps_serving(
     victim = workers_of(gateway)[0]
     victim.kill()
     victim.wait(10)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a wait for the restart, not a measurement of it
     while time.monotonic() < deadline and len(workers_of(gateway)) < 2:
         time.sleep(0.05)
     assert len(workers_of(gateway)) == 2
@@ -256,7 +256,7 @@ def test_an_invalidation_after_a_worker_was_replaced_reaches_the_new_one(
     victim, survivor = workers_of(gateway)
     victim.kill()
     victim.wait(10)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a wait for the restart, not a measurement of it
     while len(workers_of(gateway)) < 2 or gateway.log_text().count('"listening"') < 3:
         assert time.monotonic() < deadline
         time.sleep(0.05)
