@@ -32,8 +32,8 @@ KINDS = tuple(Kind)
 
 
 def figures(rss_mb: float = 100, fds: int = 30, pids: tuple[int, ...] = (10,)) -> ProcessFigures:
-    """RSS `rss_mb`, a quarter of it private."""
-    return ProcessFigures(int(rss_mb * MB), int(rss_mb * MB) // 4, fds, fds, pids)
+    """RSS `rss_mb`, a quarter of it in the private mappings of its `pids`."""
+    return ProcessFigures(int(rss_mb * MB), int(rss_mb * MB) // 4, len(pids), fds, fds, pids)
 
 
 WORKER = gateway_worker(1)

@@ -63,6 +63,7 @@ def interval_row(
             name: ProcessFigures(
                 rss=figures.rss,
                 private=figures.private or 0,
+                private_of=figures.private_of,
                 fds=figures.fds,
                 fds_max=max(fds_max.get(name, 0), figures.fds),
                 pids=figures.pids,

@@ -264,9 +264,6 @@ class Load:
     def running(self, sent: int, bound: int) -> bool:
         return not self.stopping.is_set() and sent < bound
 
-    async def pause(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
     async def cached_reads(self, session: aiohttp.ClientSession, _: int, bound: int) -> None:
         for _sent in range(bound):
             if self.stopping.is_set():
@@ -274,7 +271,7 @@ class Load:
             answer = await send(session, "GET", f"{self.worker}/posts?published=true")
             self.judge(Kind.CACHED_READ, answer, answer.status == 200)
             self.recorder.current.cache_statuses[answer.headers.get("x-cache-status", "-")] += 1
-            await self.pause(self.mix.pause)
+            await asyncio.sleep(self.mix.pause)
 
     async def uncached_reads(self, session: aiohttp.ClientSession, n: int, bound: int) -> None:
         pick = random.Random(n)
@@ -284,7 +281,7 @@ class Load:
             user = pick.choice(self.stack.seed.readers)
             answer = await send(session, "GET", f"{self.worker}/users/{user}")
             self.judge(Kind.UNCACHED_READ, answer, answer.status == 200)
-            await self.pause(self.mix.pause)
+            await asyncio.sleep(self.mix.pause)
 
     async def keyed_writes(self, session: aiohttp.ClientSession, n: int, bound: int) -> None:
         sent = 0
@@ -307,7 +304,7 @@ class Load:
                 await asyncio.sleep(RETRY_PAUSE)
             else:
                 self.writes.given_up.append(key)
-            await self.pause(self.mix.pause)
+            await asyncio.sleep(self.mix.pause)
 
     async def transfers(self, session: aiohttp.ClientSession, n: int, bound: int) -> None:
         pick = random.Random(n)
@@ -321,7 +318,7 @@ class Load:
             )
             refused = answer.status == 409 and answer.error_code() == "conflict"
             self.judge(Kind.TRANSFER, answer, answer.status == 200 or refused)
-            await self.pause(self.mix.pause)
+            await asyncio.sleep(self.mix.pause)
 
     async def metrics_scrapes(self, session: aiohttp.ClientSession, _: int, bound: int) -> None:
         for _sent in range(bound):
@@ -331,7 +328,7 @@ class Load:
                 session, "GET", f"{self.gateway}/metrics", headers=self.stack.gateway_headers
             )
             self.judge(Kind.METRICS, answer, answer.status == 200)
-            await self.pause(self.mix.metrics_every)
+            await asyncio.sleep(self.mix.metrics_every)
 
     async def hostile_requests(self, session: aiohttp.ClientSession, _: int, bound: int) -> None:
         gateway_headers = {**self.stack.gateway_headers, "neon-connection-string": make_app_url()}
@@ -350,7 +347,7 @@ class Load:
                 hostile.code is None or answer.error_code() == hostile.code
             )
             self.judge(Kind.HOSTILE, answer, as_expected, hostile.name)
-            await self.pause(self.mix.hostile_every)
+            await asyncio.sleep(self.mix.hostile_every)
 
     def judge(self, kind: Kind, answer: Answer, expected: bool, what: str = "") -> None:
         problem = None if expected else f"{what} -> {answer.described()}".lstrip(" ")

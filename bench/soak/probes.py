@@ -40,13 +40,15 @@ def gateway_worker(n: int) -> str:
 
 @dataclass(frozen=True)
 class Sample:
-    """One group of processes at one moment; `private` only in full samples of
-    PostgreSQL, since it reads /proc/<pid>/smaps (see `own_memory`)."""
+    """One group of processes at one moment; `private` (see `own_memory`) only in full
+    samples of PostgreSQL, over its app role's backends (`private_of` of them): its
+    auxiliary processes come and go (autovacuum workers) and are bounded by settings."""
 
     rss: int
     fds: int
     pids: tuple[int, ...]
     private: int | None = None
+    private_of: int = 0
 
 
 class Probes:
@@ -71,10 +73,17 @@ class Probes:
         }
 
     def processes(self, full: bool = False) -> dict[str, Sample]:
+        backends = self.app_backends() if full else set()
         return {
-            name: sample(members, full and name == POSTGRES, files=name != POSTGRES)
+            name: sample(members, backends if name == POSTGRES else set(), files=name != POSTGRES)
             for name, members in self.groups().items()
         }
+
+    def app_backends(self) -> set[int]:
+        rows = self._admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE usename = %s", [APP_USER]
+        ).fetchall()
+        return {int(str(row[0])) for row in rows}
 
     def server_connections(self) -> int:
         row = self._admin.execute(
@@ -103,23 +112,23 @@ def postgres_processes(data_dir: Path) -> list[psutil.Process]:
     return [postmaster, *postmaster.children()]
 
 
-def sample(members: list[psutil.Process], full: bool, files: bool = True) -> Sample:
+def sample(members: list[psutil.Process], private_of: set[int], files: bool = True) -> Sample:
     """Figures added up over the group; a process that ended meanwhile (a backend
-    closing) is left out of this sample. `full`: with `own_memory`; `files`: count
-    descriptors of regular files too."""
-    rss = fds = private = 0
+    closing) is left out of this sample. `private_of`: the pids whose `own_memory` is
+    added up; `files`: count descriptors of regular files too."""
+    rss = fds = private = measured = 0
     pids = []
     for process in members:
         try:
             with process.oneshot():
                 rss += process.memory_info().rss
-                if full:
-                    private += own_memory(process)
+                if process.pid in private_of:
+                    private, measured = private + own_memory(process), measured + 1
                 fds += process.num_fds() if files else descriptors_but_files(process.pid)
         except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
             continue
         pids.append(process.pid)
-    return Sample(rss, fds, tuple(pids), private if full else None)
+    return Sample(rss, fds, tuple(pids), private if private_of else None, measured)
 
 
 def own_memory(process: psutil.Process) -> int:

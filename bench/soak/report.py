@@ -20,7 +20,8 @@ def megabytes(size: int) -> str:
 def process_cell(name: str, figures: ProcessFigures) -> str:
     if name == POSTGRES:
         return (
-            f"{megabytes(figures.rss)} MB (private mappings {megabytes(figures.private)}),"
+            f"{megabytes(figures.rss)} MB (backends' private"
+            f" {megabytes(figures.private)} / {figures.private_of}),"
             f" {figures.fds} fds but files, {len(figures.pids)} procs"
         )
     return f"{megabytes(figures.rss)} MB, {figures.fds} fds"

@@ -5,7 +5,7 @@
   `MEMORY_GROWTH_LIMIT` (10 %) above its memory at the end of the first interval. The
   first interval is the warm-up (heaps, caches and pools filling), so its end, not the
   start, is the baseline. Measured as RSS, except PostgreSQL: the resident memory of
-  its processes' private mappings, per process (see `MEASURE`).
+  the private mappings of the app role's backends, per backend (see `MEASURE`).
 - **File descriptors** and **server connections**: the count at the end of the last
   interval is at most the highest count sampled during the first interval. The pools
   behind them (the Worker's fetch sockets, each gateway worker's Postgres and Redis
@@ -36,8 +36,10 @@ MEMORY_GROWTH_LIMIT = 0.10
 # soak's rows fill shared_buffers, a cache bounded by its setting; and the total grows
 # by a backend's worth when the pool opens one more connection (bounded by
 # --pool-size). A backend's leak shows in its private mappings (its heap), so
-# PostgreSQL is measured as those, per process (bench/soak/probes.py own_memory).
-MEASURE = {POSTGRES: "private mappings per process"}
+# PostgreSQL is measured as those of the backends serving the app role, per backend
+# (bench/soak/probes.py own_memory); auxiliary processes (autovacuum workers come and
+# go) are left out.
+MEASURE = {POSTGRES: "private mappings per app backend"}
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,14 @@ class ProcessFigures:
 
     rss: int  # bytes, at the interval's end
     private: int  # bytes in private mappings at the interval's end (PostgreSQL only)
+    private_of: int  # the processes `private` covers (the app role's backends)
     fds: int  # at the interval's end
     fds_max: int  # the highest sample during the interval
     pids: tuple[int, ...]
 
     def memory(self, name: str) -> int:
-        if MEASURE.get(name) == "private mappings per process":
-            return self.private // max(1, len(self.pids))
+        if MEASURE.get(name) == "private mappings per app backend":
+            return self.private // max(1, self.private_of)
         return self.rss
 
 
