@@ -187,12 +187,21 @@ function findAsset(method, url) {
   return { status: 200, headers: { "content-type": type }, body: readFileSync(target) };
 }
 
+// A name no file can have (ENAMETOOLONG, say) is no asset: the Worker answers it.
+function stat(path) {
+  try {
+    return statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+}
+
 function isFile(path) {
-  return statSync(path, { throwIfNoEntry: false })?.isFile() ?? false;
+  return stat(path)?.isFile() ?? false;
 }
 
 function isDirectory(path) {
-  return statSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  return stat(path)?.isDirectory() ?? false;
 }
 
 async function handle(incoming, outgoing) {

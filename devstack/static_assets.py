@@ -39,10 +39,26 @@ def find_asset(method: str, raw_path: str, query: str, root: Path = PUBLIC) -> A
     target = root.joinpath(*parts)
     if path.endswith("/"):
         target = target / "index.html"
-    elif target.is_dir() and (target / "index.html").is_file():
+    elif _is_dir(target) and _is_file(target / "index.html"):
         location = raw_path + "/" + (f"?{query}" if query else "")
         return Asset(307, {"location": location}, b"")
-    if not target.is_file():
+    if not _is_file(target):
         return None
     content_type = CONTENT_TYPES.get(target.suffix, "text/plain; charset=utf-8")
     return Asset(200, {"content-type": content_type}, target.read_bytes())
+
+
+# A name no file can have (longer than the file system allows, say) is no asset: the
+# Worker answers it. Path.is_file() raises for ENAMETOOLONG instead of saying False.
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False

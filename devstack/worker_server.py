@@ -129,7 +129,8 @@ def joined_headers(incoming: web.BaseRequest) -> dict[str, str]:
 
 
 async def to_request(incoming: web.BaseRequest, target: str) -> Request:
-    body = await read_body(incoming)
+    # as in workerd (a Fetch API Request has none), a GET or HEAD body never reaches the app
+    body = b"" if incoming.method in ("GET", "HEAD") else await read_body(incoming)
     path, _, query_string = target.partition("?")
     return Request(
         method=incoming.method,

@@ -29,8 +29,12 @@ _ERROR_SCHEMA = {
 }
 # What any request can be answered with: URL or headers over the limits, a bug.
 ANY_ROUTE_ERRORS = (414, 431, 500)
-# And any write: a bad or busy or reused Idempotency-Key, an outcome that is unknown.
-ANY_WRITE_ERRORS = (400, 409, 422, 504)
+# And any write: a bad or busy or reused Idempotency-Key, a body over 1 MiB (refused
+# before a route looks at it), an outcome that is unknown.
+ANY_WRITE_ERRORS = (400, 409, 413, 422, 504)
+# And any route that takes a body (inputs.parse_body): not JSON, over 1 MiB, not of
+# media type application/json, fields that fail validation.
+ANY_BODY_ERRORS = (400, 413, 415, 422)
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -100,7 +104,15 @@ def build_openapi(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
         writes = spec.method in WRITE_METHODS
         if writes:
             operation["parameters"].append(IDEMPOTENCY_KEY)
-        for status in sorted({*spec.errors, *ANY_ROUTE_ERRORS, *(ANY_WRITE_ERRORS * writes)}):
+        takes_body = spec.body is not None
+        for status in sorted(
+            {
+                *spec.errors,
+                *ANY_ROUTE_ERRORS,
+                *(ANY_WRITE_ERRORS * writes),
+                *(ANY_BODY_ERRORS * takes_body),
+            }
+        ):
             operation["responses"][str(status)] = {
                 "description": HTTPStatus(status).phrase,
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

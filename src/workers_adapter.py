@@ -61,7 +61,12 @@ async def to_request(request: WorkersRequest) -> Request:
     url = urlsplit(request.url)
     headers = {name.lower(): value for name, value in request.headers.items()}
     declared = headers.get("content-length", "")
-    too_large = declared.isdigit() and int(declared) > MAX_BODY_BYTES
+    # the length before int(): past 4,300 digits int() raises instead of comparing
+    too_large = (
+        declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > len(str(MAX_BODY_BYTES)) or int(declared) > MAX_BODY_BYTES)
+    )
     # the JS request's own string: the SDK's `method` is an HTTPMethod enum, which raises
     # for methods it does not list (QUERY, PROPFIND...) instead of letting the router 405
     method = str(request.js_object.method).upper()

@@ -78,3 +78,37 @@ def test_the_pyodide_host_runs_the_sdks_start_up_hooks_as_workerd_does(
     pydantic_core patch builds a SchemaValidator at import, as in workerd."""
     log = settled_pyodide_host.log_path.read_text()
     assert "the SDK's start-up patches ran for: pydantic_core" in log
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/users/" + "9" * 8200, 414, "uri_too_long"),  # past 8 KiB of path
+        ("/users/" + "9" * 5000, 404, "not_found"),  # past Python's int-string limit
+        ("/users/" + "9" * 5000 + "/posts", 404, "not_found"),
+        ("/" + "x" * 300, 404, "not_found"),  # a segment longer than a file name may be
+        ("/docs/" + "x" * 300, 404, "not_found"),
+    ],
+    ids=["8200-digits", "5000-digits", "5000-digits-posts", "long-segment", "long-asset-name"],
+)
+def test_a_very_long_path_segment_is_a_json_4xx(
+    worker_server: WorkerServer, path: str, status: int, code: str
+) -> None:
+    assert_json_error(httpx.get(f"{worker_server.url}{path}"), status, code)
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PROPFIND", "QUERY"])
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/users", "GET, HEAD, OPTIONS, POST"),
+        ("/users/1", "DELETE, GET, HEAD, OPTIONS, PATCH"),
+        ("/posts/1/transfer", "OPTIONS, POST"),
+    ],
+)
+def test_a_method_no_route_has_lists_the_routes_own_methods(
+    worker_server: WorkerServer, method: str, path: str, allowed: str
+) -> None:
+    reply = httpx.request(method, f"{worker_server.url}{path}")
+    assert_json_error(reply, 405, "method_not_allowed")
+    assert reply.headers["allow"] == allowed
