@@ -1,10 +1,12 @@
-"""When the pooled endpoint is gone, hung or overloaded, the API answers 503 JSON quickly."""
+"""When the pooled endpoint is gone, hung or overloaded, the API answers 503 JSON, and
+what ended the call is the cause itself (a refused connection, the Worker's own
+deadline, the gateway's 503), never an outer timeout: asserted through the message,
+not a wall-clock bound."""
 
 from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -43,15 +45,17 @@ def silent_server() -> Iterator[str]:
     listener.close()
 
 
-async def assert_quick_503(client: WorkerClient, limit_seconds: float) -> None:
-    started = time.monotonic()
+async def answer_503(client: WorkerClient) -> str:
+    """The 503 JSON answer to a read, and its message (which says what ended the call:
+    a refused connection, the Worker's own deadline, the gateway's answer)."""
     reply = await client.get("/users")
-    elapsed = time.monotonic() - started
     assert reply.status == 503, reply.body
     assert reply.headers["retry-after"] == "1"
     assert reply.headers["content-type"] == "application/json; charset=utf-8"
-    assert reply.json()["error"]["code"] == "database_unavailable"
-    assert elapsed < limit_seconds
+    error = reply.json()["error"]
+    assert error["code"] == "database_unavailable"
+    message: str = error["message"]
+    return message
 
 
 async def test_stopped_gateway_gives_503_json_not_a_hang(
@@ -62,7 +66,9 @@ async def test_stopped_gateway_gives_503_json_not_a_hang(
     client = WorkerClient(build_app(), Database(config_for(doomed.url, timeout=5), transport))
     assert (await client.get("/users")).status == 200
     doomed.stop()
-    await assert_quick_503(client, limit_seconds=2)
+    # the refused connection ended the call, not the 5 s deadline: no waiting
+    message = await answer_503(client)
+    assert "could not connect" in message and "no answer within" not in message
     health = await client.get("/health")
     assert health.status == 503
     await transport.aclose()
@@ -71,8 +77,8 @@ async def test_stopped_gateway_gives_503_json_not_a_hang(
 async def test_hung_endpoint_gives_503_after_the_client_timeout(silent_server: str) -> None:
     transport = HttpxTransport()
     client = WorkerClient(build_app(), Database(config_for(silent_server, timeout=0.5), transport))
-    await assert_quick_503(client, limit_seconds=3)
-    assert "no answer within 0.5 s" in (await client.get("/users")).json()["error"]["message"]
+    # the Worker's own 0.5 s deadline ended the call (the endpoint never answers)
+    assert "no answer within 0.5 s" in await answer_503(client)
     await transport.aclose()
 
 
@@ -82,7 +88,9 @@ async def test_database_down_behind_the_gateway_gives_503(
     orphan = gateways(upstream=f"postgresql:///?host={tmp_path_factory.mktemp('none')}&port=5999")
     transport = HttpxTransport()
     client = WorkerClient(build_app(), Database(config_for(orphan.url), transport))
-    await assert_quick_503(client, limit_seconds=5)
+    # the gateway answered that it cannot reach Postgres; the Worker did not wait it out
+    message = await answer_503(client)
+    assert message.endswith("the database endpoint answered 503"), message
     await transport.aclose()
 
 

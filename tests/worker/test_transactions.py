@@ -138,6 +138,7 @@ async def test_an_expired_transaction_raises_transaction_gone(database: Database
     with pytest.raises(TransactionGone, match="expired"):
         async with database.transaction(timeout=0.3) as tx:
             await tx.execute(INSERT, "too slow")
+            # not a bound on anything: waits past the expiry so the next call meets it
             await asyncio.sleep(0.6)
             await tx.execute(INSERT, "too late")
 
