@@ -97,7 +97,11 @@ def target_path(target: str) -> str | None:
 
 def valid_host(host: str) -> bool:
     found = _HOST.fullmatch(host)
-    return found is not None and int(found["port"] or 0) <= 65535
+    if found is None:
+        return False
+    port = found["port"] or "0"
+    # the length first: int() of a very long digit string raises instead of comparing
+    return len(port) <= 5 and int(port) <= 65535
 
 
 def refusal(incoming: web.BaseRequest) -> AppError | None:

@@ -127,7 +127,18 @@ def test_an_absolute_form_target_is_served_by_its_path(
 
 @pytest.mark.parametrize(
     "host",
-    ["[", "a b", "x:99999", "u:p@x", "127.0.0.1/openapi.json?", "h?q", "h#f", "%zz", ""],
+    [
+        "[",
+        "a b",
+        "x:99999",
+        "u:p@x",
+        "127.0.0.1/openapi.json?",
+        "h?q",
+        "h#f",
+        "%zz",
+        "",
+        "x:" + "9" * 5000,
+    ],
 )
 def test_an_invalid_host_is_400_json(worker_server: WorkerServer, host: str) -> None:
     reply = send(worker_server, f"GET /users HTTP/1.1\r\nHost: {host}\r\nConnection: close")
