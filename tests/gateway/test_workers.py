@@ -293,3 +293,36 @@ def test_a_graceful_stop_of_several_workers_logs_no_traceback(
     assert gateway.process.returncode == 0
     log = gateway.log_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_stuck_sibling_does_not_hold_a_failed_login_past_the_request_deadline(
+    gateways: GatewayFactory, postgres: EmbeddedPostgres
+) -> None:
+    """A failed login is told to the sibling workers before it is answered, but a sibling
+    that does not answer (stopped, here) is given up at the request's deadline (--
+    statement-timeout 0.2 + 1 s), not at the 2 s a sibling's reply may take: the log
+    says which of the two ended the wait."""
+    make_role(postgres, "stuck_sibling")
+    wrong = "postgresql://stuck_sibling:wrong@db.invalid/appdb"
+    gateway = gateways("--workers", "2", "--statement-timeout", "0.2")
+    stopped, running = workers_of(gateway)
+    stopped.suspend()
+    try:
+        answered = None
+        for _ in range(40):  # fresh connections: the stopped worker's are never answered
+            try:
+                with httpx.Client(headers={"Connection": "close"}, timeout=5) as client:
+                    answered = client.post(
+                        f"{gateway.url}/sql",
+                        json={"query": "SELECT 1"},
+                        headers={"Neon-Connection-String": wrong},
+                    )
+                break
+            except httpx.TimeoutException:
+                continue
+        assert answered is not None and answered.json()["code"] == "28P01"
+        log = gateway.log_once_it_has("siblings not told of a login", seconds=30)
+        assert "did not record a failed login" not in log
+    finally:
+        stopped.resume()
+    assert running.is_running()

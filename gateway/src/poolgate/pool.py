@@ -115,6 +115,10 @@ class Bounds:
     def left(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()
 
+    def at(self) -> float | None:
+        """The deadline for `asyncio.timeout_at` (None: there is none)."""
+        return None if self.deadline == math.inf else self.deadline
+
 
 class ConnectionBudget:
     """Server connections of every pool together: at most `limit`."""
@@ -260,7 +264,7 @@ class ConnectionPool:
                     self.forget_credentials()
                     self._throttle.distrust(self.user, self.database)
                     await self.close_idle(older_than=0.0)
-                    await self._throttle.record_failure(client, self.user)
+                    await self._throttle.record_failure(client, self.user, bounds.at())
                     raise
             finally:
                 self._rechecking.release()
@@ -286,7 +290,7 @@ class ConnectionPool:
                     return await self._reuse() or await self._connect(password, bounds)
                 return await self._connect(password, bounds)
             except AuthenticationFailed:
-                await self._throttle.record_failure(client, self.user)
+                await self._throttle.record_failure(client, self.user, bounds.at())
                 self._slots.release()
                 raise
             except BaseException:
@@ -355,7 +359,9 @@ class ConnectionPool:
         self._verified_at = time.monotonic()
         if newly_trusted:
             try:
-                await self._throttle.record_success(self.user, self.database, password or "")
+                await self._throttle.record_success(
+                    self.user, self.database, password or "", bounds.at()
+                )
             except BaseException:
                 await self._close(connection)
                 raise

@@ -12,8 +12,10 @@ past `max_keys` entries, the least recently used are forgotten.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import math
 import os
 import time
@@ -21,6 +23,8 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 
 from poolgate.errors import TooManyLogins
+
+log = logging.getLogger("poolgate.throttle")
 
 
 class LoginThrottle:
@@ -58,12 +62,15 @@ class LoginThrottle:
         fresh = self.clock() - when < self.trust_for
         return hmac.compare_digest(digest, self._digest(user, database, password)) and fresh
 
-    async def record_success(self, user: str, database: str, password: str) -> None:
+    async def record_success(
+        self, user: str, database: str, password: str, deadline: float | None = None
+    ) -> None:
         """A login Postgres accepted: remembered here and, through `share_success`, in
-        sibling workers (before the request that logged in is answered)."""
+        sibling workers (before the request that logged in is answered, and never past
+        its `deadline`, event-loop time)."""
         self.succeeded(user, database, password)
         if self.share_success is not None:
-            await self.share_success(user, database, password)
+            await _by(deadline, self.share_success(user, database, password))
 
     def distrust(self, user: str, database: str) -> None:
         """Postgres refused a password it had accepted: nothing is vouched for any more."""
@@ -85,11 +92,12 @@ class LoginThrottle:
                 self.refused += 1
                 raise TooManyLogins(max(1, math.ceil(failures[0] + self.window - now)))
 
-    async def record_failure(self, address: str, user: str) -> None:
-        """A failed login: counted here and, through `share`, in sibling workers."""
+    async def record_failure(self, address: str, user: str, deadline: float | None = None) -> None:
+        """A failed login: counted here and, through `share`, in sibling workers (before
+        the request is answered, and never past its `deadline`)."""
         self.failed(address, user)
         if self.share is not None:
-            await self.share(address, user)
+            await _by(deadline, self.share(address, user))
 
     def failed(self, address: str, user: str) -> None:
         now = self.clock()
@@ -111,3 +119,13 @@ class LoginThrottle:
             del self._failures[key]
             return None
         return failures
+
+
+async def _by(deadline: float | None, telling: Awaitable[None]) -> None:
+    """Tell the siblings, best effort, giving up at `deadline` (the request's answer is
+    due then): a sibling not told in time counts one login fewer."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            await telling
+    except TimeoutError:
+        log.warning("siblings not told of a login before the request's deadline")
