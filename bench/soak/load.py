@@ -13,12 +13,16 @@ answered. Anything else is *unexpected* and fails the verdict.
 - hostile, each of `HOSTILE` in turn: exactly that row's status (and, from the Worker,
   its error code).
 
-The first interval opens with a *burst* (`BURST_ROUNDS` rounds of `BURST_WIDTH` reads
-at once, several times the clients' steady concurrency): every pool on the way (the
+The first interval opens with a *burst*: `BURST_ROUNDS` rounds of `BURST_WIDTH` reads
+through the Worker at once, several times the clients' steady concurrency, and a
+*pool fill*: 4 x --pool-size `SELECT pg_sleep(0.2)` sent straight to the gateway at
+once, each on its own connection (with SO_REUSEPORT spreading them, every gateway
+worker holds its whole share of the pool for a moment; a 10-minute run without it met
+its 10th connection only in the second minute). So every pool on the way (the
 Worker's fetch sockets, each gateway worker's Postgres and Redis connections) opens as
 many connections as the steady load could ever want while the baseline is measured,
-so a count that later rises above the first interval's is growth, not a pool meeting
-a new peak of concurrency.
+and a count that later rises above the first interval's is growth, not a pool meeting
+a new peak of concurrency. The pool fill is expected to answer 200.
 
 Each client stops at the end of the run or after `bound` requests, whichever is first;
 a keyed write under way is finished (bounded by `WRITE_ATTEMPTS`), so every write that
@@ -57,6 +61,7 @@ class Kind(StrEnum):
     TRANSFER = "transfer"
     METRICS = "metrics scrape"
     HOSTILE = "hostile"
+    POOL_FILL = "pool fill"
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,7 @@ class Load:
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             await self.burst(session)
+            await self.fill_the_pool(session)
 
         async def client(
             number: int, loop: Callable[[aiohttp.ClientSession, int, int], Awaitable[None]]
@@ -260,6 +266,18 @@ class Load:
             for n, answer in enumerate(answers):
                 kind = Kind.CACHED_READ if n < half else Kind.UNCACHED_READ
                 self.judge(kind, answer, answer.status == 200, "burst")
+
+    async def fill_the_pool(self, session: aiohttp.ClientSession) -> None:
+        headers = {**self.stack.gateway_headers, "neon-connection-string": make_app_url()}
+        body = json.dumps({"query": "SELECT pg_sleep(0.2)"}).encode()
+        answers = await asyncio.gather(
+            *(
+                send(session, "POST", f"{self.gateway}/sql", headers=headers, body=body)
+                for _ in range(4 * self.stack.pool_size)
+            )
+        )
+        for answer in answers:
+            self.judge(Kind.POOL_FILL, answer, answer.status == 200)
 
     def running(self, sent: int, bound: int) -> bool:
         return not self.stopping.is_set() and sent < bound
