@@ -62,17 +62,47 @@ def _not_json(literal: str) -> Any:
     raise MalformedJson(f"the body is not valid JSON: {literal} is not a JSON value")
 
 
+# Past this many levels a body is refused without being parsed: far past MAX_JSON_DEPTH,
+# far within every parser's stack (Pyodide's json recursed on the JavaScript stack and
+# killed the host at 5,000 levels of objects). Up to it, the refusal names the field.
+PARSE_DEPTH_LIMIT = 512
+_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _nests_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether `body` nests arrays and objects deeper than `limit`, found by counting
+    brackets outside strings, without parsing it."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for token in _JSON_TOKEN.finditer(body):
+        if token.group() in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token.group() in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def _too_deep() -> ValidationFailed:
+    return ValidationFailed(
+        "some values cannot be accepted",
+        [{"field": "(body)", "message": f"nests deeper than {MAX_JSON_DEPTH} levels"}],
+    )
+
+
 def read_json(body: bytes) -> Any:
-    """Parse a JSON body; NaN and the infinities are not JSON (400)."""
+    """Parse a JSON body; NaN and the infinities are not JSON (400); a body nested past
+    PARSE_DEPTH_LIMIT is refused before it is parsed (422)."""
+    if _nests_deeper_than(body, PARSE_DEPTH_LIMIT):
+        raise _too_deep()
     try:
         return json.loads(body, parse_constant=_not_json)
     except ValueError as exc:  # not UTF-8, not JSON, or an integer of over 4300 digits
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
     except RecursionError:  # valid JSON too deep to parse here: the depth rule refuses it
-        raise ValidationFailed(
-            "some values cannot be accepted",
-            [{"field": "(body)", "message": f"nests deeper than {MAX_JSON_DEPTH} levels"}],
-        ) from None
+        raise _too_deep() from None
 
 
 def _content_problems(value: Any, where: str, depth: int = 1) -> Iterator[dict[str, str]]:

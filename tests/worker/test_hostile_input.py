@@ -358,3 +358,17 @@ async def test_pages_of_huge_posts_stay_under_the_endpoint_limit_and_lose_nothin
                 break
             target = f"{listing}?limit=100&cursor={found['next_cursor']}"
         assert seen == list(range(1, 28))
+
+
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+async def test_a_body_nested_past_any_stack_is_422_and_the_worker_keeps_serving(
+    client: WorkerClient, depth: int
+) -> None:
+    """Refused before it is parsed: a parser recursing that deep overflows the
+    interpreter's stack (in Pyodide, the JavaScript stack: the host died)."""
+    for opening, closing in ((b"[", b"]"), (b'{"a":', b"}")):
+        body = opening * depth + closing * depth
+        reply = await client.request("POST", "/logs", body=body, headers=JSON)
+        assert reply.status == 422, reply.body
+        assert "nests deeper than 32 levels" in json.dumps(error_of(reply)["details"])
+    assert (await client.get("/")).status == 200
