@@ -30,7 +30,7 @@ from typing import Any
 
 import uvloop
 from aiohttp import http_exceptions, web
-from poolgate.json_server import JsonErrorServer, parse_failure
+from poolgate.faces.neon_http.json_server import JsonErrorServer, parse_failure
 
 from app import App, Services, database_from_env
 from db.transport import Transport

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp.test_utils import RawTestServer
-from poolgate.app import Gateway
-from poolgate.cache_stores import Entry, MemoryStore
 from poolgate.config import parse_settings
+from poolgate.core.cache_stores import Entry, MemoryStore
+from poolgate.faces.neon_http.app import Gateway
 
 from devstack.postgres import EmbeddedPostgres
 from tests.support.services import make_app_url

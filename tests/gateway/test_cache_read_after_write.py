@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from poolgate.cache import QueryCache
-from poolgate.cache_policy import CachePolicy
-from poolgate.cache_stores import VERSION_SECONDS, CacheStore, MemoryStore, RedisStore
-from poolgate.execute import Outcome
+from poolgate.core.cache import QueryCache
+from poolgate.core.cache_policy import CachePolicy
+from poolgate.core.cache_stores import VERSION_SECONDS, CacheStore, MemoryStore, RedisStore
+from poolgate.core.execute import Outcome
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
-from poolgate.cache_stores import Entry, RedisStore
+from poolgate.core.cache_stores import Entry, RedisStore
 
 from tests.support.services import GatewayFactory, make_app_url, start_redis
 

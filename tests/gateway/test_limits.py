@@ -9,11 +9,11 @@ import asyncio
 import httpx
 import pytest
 from poolgate.config import parse_settings
-from poolgate.errors import TooManyLogins
-from poolgate.metrics import MAX_SQLSTATE_LABELS, Metrics
-from poolgate.pool import MAX_POOLS, PoolRegistry
-from poolgate.protocol import Credentials
-from poolgate.throttle import LoginThrottle
+from poolgate.core.errors import TooManyLogins
+from poolgate.core.metrics import MAX_SQLSTATE_LABELS, Metrics
+from poolgate.core.pool import MAX_POOLS, PoolRegistry
+from poolgate.core.requests import Credentials
+from poolgate.core.throttle import LoginThrottle
 
 from devstack.postgres import EmbeddedPostgres
 from tests.gateway.test_pool import make_role

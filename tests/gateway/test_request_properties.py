@@ -11,8 +11,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from poolgate.errors import GatewayError
-from poolgate.protocol import parse_sql_request
+from poolgate.core.errors import GatewayError
+from poolgate.faces.neon_http.protocol import parse_sql_request
 
 from tests.support.fuzzing import any_text, examples, json_values
 from tests.support.services import Gateway, make_app_url

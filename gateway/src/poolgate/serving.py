@@ -10,9 +10,9 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from poolgate.app import Gateway, answer_unparsable
 from poolgate.config import Settings, server_tls_context
-from poolgate.json_server import JsonErrorServer
+from poolgate.faces.neon_http.app import Gateway, answer_unparsable
+from poolgate.faces.neon_http.json_server import JsonErrorServer
 from poolgate.siblings import Siblings
 
 

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from poolgate.cache_stores import CacheUnavailable
+from poolgate.core.cache_stores import CacheUnavailable
 
 log = logging.getLogger("poolgate.siblings")
 

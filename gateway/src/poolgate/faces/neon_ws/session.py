@@ -43,10 +43,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from poolgate.config import Settings
-from poolgate.errors import AuthenticationFailed, TooManyLogins, Unavailable
+from poolgate.core.errors import AuthenticationFailed, TooManyLogins, Unavailable
+from poolgate.core.pool import ConnectionPool, PoolRegistry
+from poolgate.core.requests import Credentials
 from poolgate.faces.neon_ws import wire
-from poolgate.pool import ConnectionPool, PoolRegistry
-from poolgate.protocol import Credentials
 
 Connection = psycopg.AsyncConnection[tuple[object, ...]]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from poolgate.api_keys import require_api_key
+from poolgate.core.api_keys import require_api_key
 
 
 def is_session_request(request: web.BaseRequest, http_paths: frozenset[str]) -> bool:

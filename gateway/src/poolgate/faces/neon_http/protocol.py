@@ -10,77 +10,19 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from poolgate.errors import AuthenticationFailed, BadRequest, InvalidText
-from poolgate.values import InvalidParameter, param_to_text
-
-MAX_PARAMS = 65535  # the protocol's limit: a Bind message counts parameters in 16 bits
-
-
-def is_ascii_number(text: str) -> bool:
-    """Whether `text` is a whole number in ASCII digits only: `str.isdigit()` also takes
-    superscripts, Arabic-Indic and fullwidth digits (which `int()` refuses, or reads as
-    a number no client meant). Every number read from a header or a path passes this."""
-    return text.isascii() and text.isdigit()
-
-
-class Isolation(Enum):
-    """Batch isolation levels, by the names the `Neon-Batch-Isolation-Level` header uses."""
-
-    Serializable = "SERIALIZABLE"
-    ReadUncommitted = "READ UNCOMMITTED"
-    ReadCommitted = "READ COMMITTED"
-    RepeatableRead = "REPEATABLE READ"
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """Who to authenticate as upstream; the host of the connection string is never kept."""
-
-    user: str
-    password: str | None
-    database: str
-
-    def __repr__(self) -> str:  # keeps passwords out of logs and tracebacks
-        return f"Credentials(user={self.user!r}, database={self.database!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class Statement:
-    query: str
-    params: tuple[str | None, ...]
-    array_mode: bool
-
-    def __repr__(self) -> str:  # parameter values never reach logs
-        return f"Statement(query={self.query!r}, params=<{len(self.params)}>)"
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOptions:
-    isolation: Isolation | None = None
-    read_only: bool = False
-    deferrable: bool = False
-
-    def begin_statement(self) -> str:
-        parts = ["BEGIN"]
-        if self.isolation is not None:
-            parts.append(f"ISOLATION LEVEL {self.isolation.value}")
-        parts.append("READ ONLY" if self.read_only else "READ WRITE")
-        if self.deferrable:
-            parts.append("DEFERRABLE")
-        return " ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class SqlRequest:
-    credentials: Credentials
-    statements: tuple[Statement, ...]
-    batch: BatchOptions | None  # None for a single query
-    raw_text: bool
+from poolgate.core.errors import AuthenticationFailed, BadRequest, InvalidText
+from poolgate.core.requests import (
+    MAX_PARAMS,
+    BatchOptions,
+    Credentials,
+    Isolation,
+    SqlRequest,
+    Statement,
+)
+from poolgate.core.values import InvalidParameter, param_to_text
 
 
 def parse_sql_request(

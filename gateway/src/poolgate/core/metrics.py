@@ -10,9 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from poolgate.cache import QueryCache
-from poolgate.pool import PoolRegistry
-from poolgate.transactions import Transactions
+from poolgate.core.cache import QueryCache
+from poolgate.core.pool import PoolRegistry
+from poolgate.core.transactions import Transactions
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -40,7 +40,7 @@ import psycopg
 from psycopg import pq
 
 from poolgate.config import Settings
-from poolgate.errors import (
+from poolgate.core.errors import (
     BadRequest,
     GatewayError,
     NoSuchTransaction,
@@ -49,10 +49,10 @@ from poolgate.errors import (
     TransactionBusy,
     TransactionExpired,
 )
-from poolgate.execute import Outcome, end_transaction, run_in_transaction, translate_error
-from poolgate.pool import ConnectionPool, PoolRegistry
-from poolgate.protocol import BatchOptions, Credentials, SqlRequest
-from poolgate.session_state import RESET_BEFORE, may_change_session
+from poolgate.core.execute import Outcome, end_transaction, run_in_transaction, translate_error
+from poolgate.core.pool import ConnectionPool, PoolRegistry
+from poolgate.core.requests import BatchOptions, Credentials, SqlRequest
+from poolgate.core.session_state import RESET_BEFORE, may_change_session
 
 log = logging.getLogger("poolgate.transactions")
 

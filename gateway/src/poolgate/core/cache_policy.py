@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from poolgate.errors import BadRequest
-from poolgate.protocol import SqlRequest, is_ascii_number
+from poolgate.core.errors import BadRequest
+from poolgate.core.requests import SqlRequest, is_ascii_number
 
 _TAG = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 MAX_TAGS = 32

@@ -49,9 +49,9 @@ from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
 from poolgate.config import Settings
-from poolgate.errors import AuthenticationFailed, Unavailable
-from poolgate.protocol import Credentials
-from poolgate.throttle import LoginThrottle
+from poolgate.core.errors import AuthenticationFailed, Unavailable
+from poolgate.core.requests import Credentials
+from poolgate.core.throttle import LoginThrottle
 
 log = logging.getLogger("poolgate.pool")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 
-from poolgate.errors import Unauthorized
+from poolgate.core.errors import Unauthorized
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 
-from poolgate.errors import TooManyLogins
+from poolgate.core.errors import TooManyLogins
 
 log = logging.getLogger("poolgate.throttle")
 

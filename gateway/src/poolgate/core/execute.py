@@ -17,7 +17,7 @@ from psycopg.adapt import AdaptersMap
 from psycopg.types.none import NoneDumper
 from psycopg.types.string import StrDumperUnknown, TextLoader
 
-from poolgate.errors import (
+from poolgate.core.errors import (
     BadRequest,
     GatewayError,
     OutcomeUnknown,
@@ -25,10 +25,10 @@ from poolgate.errors import (
     ResponseTooLarge,
     Unavailable,
 )
-from poolgate.protocol import SqlRequest, Statement, is_ascii_number
-from poolgate.session_state import RESET_BEFORE, reads_session_sequences
-from poolgate.streaming import ChunkedCursor
-from poolgate.values import cell_converter
+from poolgate.core.requests import SqlRequest, Statement, is_ascii_number
+from poolgate.core.session_state import RESET_BEFORE, reads_session_sequences
+from poolgate.core.streaming import ChunkedCursor
+from poolgate.core.values import cell_converter
 
 ROWS_PER_CHUNK = 1000
 

@@ -22,11 +22,11 @@ from multidict import CIMultiDict
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
-from poolgate.api_keys import require_api_key
-from poolgate.cache import Clock, QueryCache
-from poolgate.cache_stores import CacheStore, MemoryStore, RedisStore
 from poolgate.config import Settings
-from poolgate.errors import (
+from poolgate.core.api_keys import require_api_key
+from poolgate.core.cache import Clock, QueryCache
+from poolgate.core.cache_stores import CacheStore, MemoryStore, RedisStore
+from poolgate.core.errors import (
     BadRequest,
     BodyTimeout,
     ExpectationFailed,
@@ -38,16 +38,16 @@ from poolgate.errors import (
     RouteNotFound,
     Unavailable,
 )
+from poolgate.core.metrics import CONTENT_TYPE, Metrics, merge_expositions
+from poolgate.core.pool import PoolRegistry
+from poolgate.core.request_log import RequestLog
+from poolgate.core.requests import is_ascii_number
+from poolgate.core.transactions import Transactions
+from poolgate.faces.neon_http.json_server import parse_failure
+from poolgate.faces.neon_http.sql_service import TRANSACTION_HEADER, SqlAnswer, SqlService
 from poolgate.faces.neon_ws.session import Session, SessionCollector, Sessions
 from poolgate.faces.neon_ws.upgrade import is_session_request, require_session_key
-from poolgate.json_server import parse_failure
-from poolgate.metrics import CONTENT_TYPE, Metrics, merge_expositions
-from poolgate.pool import PoolRegistry
-from poolgate.protocol import is_ascii_number
-from poolgate.request_log import RequestLog
 from poolgate.siblings import Siblings
-from poolgate.sql_service import TRANSACTION_HEADER, SqlAnswer, SqlService
-from poolgate.transactions import Transactions
 
 log = logging.getLogger("poolgate.http")
 REQUEST_LOG = RequestLog()

@@ -23,9 +23,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from poolgate.cache_policy import CachePolicy
-from poolgate.cache_stores import CacheStore, CacheUnavailable, Entry
-from poolgate.execute import Outcome
+from poolgate.core.cache_policy import CachePolicy
+from poolgate.core.cache_stores import CacheStore, CacheUnavailable, Entry
+from poolgate.core.execute import Outcome
 
 log = logging.getLogger("poolgate.cache")
 

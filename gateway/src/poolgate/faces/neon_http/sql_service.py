@@ -12,29 +12,28 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from poolgate.cache import QueryCache
-from poolgate.cache_policy import (
+from poolgate.config import Settings
+from poolgate.core.cache import QueryCache
+from poolgate.core.cache_policy import (
     CachePolicy,
     cache_key,
     parse_cache_policy,
     parse_tags,
     scoped_tags,
 )
-from poolgate.cache_stores import CacheUnavailable
-from poolgate.config import Settings
-from poolgate.errors import BadRequest, OutcomeUnknown, QueryFailed, Unavailable
-from poolgate.execute import Outcome, run_request
-from poolgate.pool import PoolRegistry
-from poolgate.protocol import (
-    Credentials,
-    SqlRequest,
+from poolgate.core.cache_stores import CacheUnavailable
+from poolgate.core.errors import BadRequest, OutcomeUnknown, QueryFailed, Unavailable
+from poolgate.core.execute import Outcome, run_request
+from poolgate.core.pool import PoolRegistry
+from poolgate.core.requests import Credentials, SqlRequest
+from poolgate.core.session_state import may_change_session
+from poolgate.core.transactions import Transactions, begin_options
+from poolgate.faces.neon_http.protocol import (
     batch_options,
     json_object,
     parse_sql_request,
     request_credentials,
 )
-from poolgate.session_state import may_change_session
-from poolgate.transactions import Transactions, begin_options
 
 READ_ONLY_VIOLATION = "25006"
 TRANSACTION_HEADER = "Poolgate-Transaction"
