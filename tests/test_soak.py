@@ -114,6 +114,20 @@ def test_descriptors_above_the_first_intervals_highest_fail() -> None:
     assert check.rule == f"fds: {WORKER}"
 
 
+def test_a_descriptor_step_that_then_stays_through_the_second_half_passes() -> None:
+    """A pool meeting a rarer peak of concurrency opens one more connection and keeps
+    it: a step, not a climb."""
+    stepped = figures(fds=31, pids=(2,))
+    rows = [row(1), row(2, worker=stepped), row(3, worker=stepped), row(4, worker=stepped)]
+    assert failed(rows) == []
+
+
+def test_descriptors_still_climbing_in_the_second_half_fail() -> None:
+    climbing = [row(1), *(row(n, worker=figures(fds=30 + n, pids=(2,))) for n in (2, 3, 4))]
+    [check] = failed(climbing)
+    assert check.rule == f"fds: {WORKER}"
+
+
 def test_server_connections_above_the_baseline_or_the_pool_size_fail() -> None:
     [climbed] = failed([row(1), row(2), row(3), row(4, connections=5)])
     assert climbed.rule == "server connections"
