@@ -123,6 +123,7 @@ def main() -> None:
         postgres.upstream_url,
         "--pool-size",
         "10",
+        *("--drain-seconds", "0"),
     ]
     stacks = {
         "poolgate (aiohttp + psycopg, full protocol, DISCARD ALL reset)": gateway,

@@ -197,6 +197,7 @@ def run_stack(options: argparse.Namespace, state: Path) -> int:
                 f"127.0.0.1:{options.gateway_port}",
                 "--api-keys-file",
                 str(state / "api-key"),
+                *("--drain-seconds", "0"),  # no load balancer in front of a local stack
             ],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE,

@@ -67,6 +67,7 @@ def test_environment_variables_configure_what_options_do_not(postgres: EmbeddedP
         **os.environ,
         "POOLGATE_UPSTREAM": postgres.upstream_url,
         "POOLGATE_LISTEN": f"127.0.0.1:{port}",
+        "POOLGATE_DRAIN_SECONDS": "0",  # this test's SIGTERM means stop now
     }
     with subprocess.Popen(
         [sys.executable, "-m", "poolgate.cli", "serve"],

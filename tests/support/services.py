@@ -178,7 +178,14 @@ def start_gateway(
             args,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            # no load balancer to drain for: a test's SIGTERM stops at once, unless it
+            # passes --drain-seconds itself
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "POOLGATE_DRAIN_SECONDS": "0",
+                **(env or {}),
+            },
         )
     scheme = "https" if ca_file else "http"
     gateway = Gateway(f"{scheme}://127.0.0.1:{port}", process, log_path, args)

@@ -43,6 +43,7 @@ class Settings:
     idle_timeout: float = 300.0
     auth_recheck: float = 60.0  # an accepted password is trusted this long, then logs in again
     ws_idle_timeout: float = 300.0  # a WebSocket session with nothing to do is ended after it
+    drain_seconds: float = 10.0  # after SIGTERM: keep serving, /readyz 503, then stop
     reset_query: str = "DISCARD ALL"
     reset_always: bool = False  # else only after statements that may change the session
     cache: str = "memory"  # "memory", "off", or a redis:// URL shared by replicas
@@ -130,6 +131,14 @@ _OPTIONS = (
         "POOLGATE_AUTH_RECHECK",
         "seconds a password Postgres accepted is trusted without logging in again; past"
         " it, the next request checks it with a real login (default 60)",
+    ),
+    (
+        "--drain-seconds",
+        "POOLGATE_DRAIN_SECONDS",
+        "after SIGTERM, seconds to keep serving with /readyz answering 503 so that a load"
+        " balancer moves away (new interactive transactions and WebSocket sessions are"
+        " refused meanwhile); then running requests and transactions finish and it exits."
+        " 0 stops at once; SIGINT never drains (default 10)",
     ),
     (
         "--ws-idle-timeout",
@@ -238,6 +247,7 @@ def parse_settings(
         idle_timeout=_positive_seconds("--idle-timeout", args.idle_timeout, 300.0),
         auth_recheck=_positive_seconds("--auth-recheck", args.auth_recheck, 60.0),
         ws_idle_timeout=_positive_seconds("--ws-idle-timeout", args.ws_idle_timeout, 300.0),
+        drain_seconds=_seconds_or_zero("--drain-seconds", args.drain_seconds, 10.0),
         reset_query="" if reset.strip().lower() == "none" else reset,
         reset_always=parse_reset_mode(args.reset or "auto"),
         cache=parse_cache(args.cache or "memory"),
@@ -384,6 +394,12 @@ def _int_in_range(name: str, raw: str, low: int, high: int | None) -> int:
         bound = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{name} must be {bound}, got {value}")
     return value
+
+
+def _seconds_or_zero(name: str, raw: str | None, default: float) -> float:
+    if raw is not None and raw.strip() in ("0", "0.0"):
+        return 0.0
+    return _positive_seconds(name, raw, default)
 
 
 def _positive_seconds(name: str, raw: str | None, default: float) -> float:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import signal
 from pathlib import Path
@@ -38,7 +40,8 @@ async def serve(settings: Settings, siblings: Siblings | None = None) -> None:
         handler_cancellation=True,  # a client that hangs up cancels its request
         access_log=None,
     )
-    runner = web.ServerRunner(server)
+    # in-flight requests end by their deadline: stopping waits no longer for them
+    runner = web.ServerRunner(server, shutdown_timeout=settings.request_deadline + 1.0)
     await runner.setup()
     tls = server_tls_context(settings) if settings.tls_cert else None
     site = web.TCPSite(
@@ -58,15 +61,63 @@ async def serve(settings: Settings, siblings: Siblings | None = None) -> None:
         settings.listen_port,
         worker,
     )
-    stop = asyncio.Event()
+    stopping = Stopping()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stopping.terminate)
+    loop.add_signal_handler(signal.SIGINT, stopping.interrupt)
     try:
-        await stop.wait()
+        await stopping.requested.wait()
+        if stopping.drain:
+            await drain(gateway, settings, stopping)
     finally:
         # WebSocket sessions never end by themselves: told first (57P01), so the server's
         # shutdown does not wait its whole timeout for them
         await gateway.sessions.close()
-        await runner.cleanup()
+        if stopping.now.is_set():  # a second signal: in-flight requests end now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.cleanup(), 0.1)
+        else:
+            await runner.cleanup()
         await gateway.close()
+
+
+class Stopping:
+    """SIGTERM: drain, then stop (a second SIGTERM or a SIGINT: at once); SIGINT alone:
+    stop without the drain, finishing in-flight requests."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.now = asyncio.Event()
+        self.drain = False
+
+    def terminate(self) -> None:
+        if self.requested.is_set():
+            self.now.set()
+            return
+        self.drain = True
+        self.requested.set()
+
+    def interrupt(self) -> None:
+        if self.requested.is_set():
+            self.now.set()
+        self.requested.set()
+
+
+async def drain(gateway: Gateway, settings: Settings, stopping: Stopping) -> None:
+    """For a load balancer: /readyz answers 503 at once while everything else is served
+    for --drain-seconds, except new interactive transactions and WebSocket sessions
+    (refused, to be opened on another replica); then open transactions are waited for,
+    up to their own expiry. A second signal cuts either wait short."""
+    gateway.draining = True
+    gateway.sessions.refuse_new()
+    logging.getLogger("poolgate").info(
+        '{"event": "draining", "seconds": %s}', json.dumps(settings.drain_seconds)
+    )
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.now.wait(), settings.drain_seconds)
+    transactions = gateway.service.transactions
+    deadline = loop.time() + settings.transaction_timeout_max + settings.request_deadline
+    while transactions.open_count and not stopping.now.is_set() and loop.time() < deadline:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.now.wait(), 0.05)

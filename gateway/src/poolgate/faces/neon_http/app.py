@@ -103,6 +103,7 @@ class Gateway:
         self.metrics.watch_transactions(transactions)
         self.service = SqlService(settings, self.pools, cache, transactions)
         self.sessions = Sessions(self.pools, settings)  # Neon's WebSocket face
+        self.draining = False  # SIGTERM came: see serving.serve
         self.sessions.on_end = self._session_ended
         self.metrics.registry.register(SessionCollector(self.sessions.stats))
         self.siblings = siblings
@@ -243,6 +244,10 @@ class Gateway:
         if request.method != "POST":
             raise MethodNotAllowed(f"method {request.method} is not allowed here; use POST")
         require_api_key(request.headers, self.settings.api_keys)
+        if self.draining and request.path == TRANSACTION_PATH:
+            raise Unavailable(
+                "the gateway is stopping (draining): open the transaction on another replica"
+            )
         call = Call(
             request.path,
             request.headers,
@@ -547,6 +552,8 @@ async def _healthz(gateway: Gateway, request: web.BaseRequest, _: float) -> web.
 
 
 async def _readyz(gateway: Gateway, request: web.BaseRequest, _: float) -> web.StreamResponse:
+    if gateway.draining:  # a load balancer's health check: move the traffic elsewhere
+        raise Unavailable("the gateway is stopping (draining): use another replica")
     conninfo = make_conninfo(
         **gateway.settings.upstream, connect_timeout=max(2, round(gateway.settings.connect_timeout))
     )

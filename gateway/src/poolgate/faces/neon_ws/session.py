@@ -154,6 +154,10 @@ class Sessions:
                 self.on_end(session, seconds)
         return ws
 
+    def refuse_new(self) -> None:
+        """Draining: sessions already open go on; new ones are refused (57P03)."""
+        self._closing = True
+
     async def close(self) -> None:
         """Gateway shutdown: every session ends with 57P01 and its connection is closed."""
         self._closing = True
