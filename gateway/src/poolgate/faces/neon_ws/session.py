@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aiohttp
 import psycopg
@@ -49,6 +50,7 @@ from poolgate.core.requests import Credentials
 from poolgate.faces.neon_ws import wire
 
 Connection = psycopg.AsyncConnection[tuple[object, ...]]
+T = TypeVar("T")
 
 # Parameters Postgres reports to a client at start-up (GUC_REPORT), relayed as they are
 # on the pooled connection once the client's own start-up parameters are applied.
@@ -198,25 +200,33 @@ class Sessions:
             session.connection = None
             await pool.release(connection, reusable=reusable, reset=True)
 
-    async def _receive(self, session: Session, reader: wire.ClientReader) -> None:
-        """More client bytes into `reader`; the session ends if the client has gone."""
-        message = await session.ws.receive(timeout=self._settings.connect_timeout + 5.0)
+    async def _frame(self, session: Session, seconds: float) -> bytes | None:
+        """The next binary frame's bytes; None when the client has closed. A text frame
+        is not the Postgres protocol."""
+        message = await session.ws.receive(timeout=seconds)
         if message.type == aiohttp.WSMsgType.BINARY:
             self.stats.bytes_from_clients += len(message.data)
-            reader.feed(message.data)
-            return
+            return bytes(message.data)
         if message.type == aiohttp.WSMsgType.TEXT:
             raise wire.ProtocolViolation("text frames are not the Postgres protocol")
-        session.outcome = "client_gone"
-        raise _ClientGone()
+        return None
+
+    async def _read(
+        self, session: Session, reader: wire.ClientReader, take: Callable[[], T | None]
+    ) -> T:
+        """What `take` reads from the client's bytes, once enough of them came; the session
+        ends if the client goes during the log-in."""
+        while (found := take()) is None:
+            data = await self._frame(session, self._settings.connect_timeout + 5.0)
+            if data is None:
+                session.outcome = "client_gone"
+                raise _ClientGone()
+            reader.feed(data)
+        return found
 
     async def _startup(self, session: Session, reader: wire.ClientReader) -> wire.Startup | None:
         while True:
-            packet = reader.startup_packet()
-            if packet is None:
-                await self._receive(session, reader)
-                continue
-            code, body = packet
+            code, body = await self._read(session, reader, reader.startup_packet)
             if code in (wire.SSL_REQUEST, wire.GSSENC_REQUEST):
                 await session.ws.send_bytes(b"N")  # TLS is the WebSocket's, not Postgres's
                 continue
@@ -240,11 +250,7 @@ class Sessions:
 
     async def _password(self, session: Session, reader: wire.ClientReader) -> str:
         while True:
-            message = reader.message()
-            if message is None:
-                await self._receive(session, reader)
-                continue
-            kind, body = message
+            kind, body = await self._read(session, reader, reader.message)
             if kind != wire.PASSWORD:
                 raise SessionEnded("08P01", f"expected a password message, got {chr(kind)!r}")
             if not body.endswith(b"\0") or b"\0" in body[:-1]:
@@ -370,7 +376,7 @@ class Sessions:
         --ws-idle-timeout with nothing owed ends the session (57P05)."""
         while True:
             try:
-                message = await session.ws.receive(timeout=self._settings.ws_idle_timeout)
+                data = await self._frame(session, self._settings.ws_idle_timeout)
             except TimeoutError:
                 if session.owed:
                     continue  # a statement is still running: not idle
@@ -382,14 +388,9 @@ class Sessions:
                     ),
                 )
                 return None
-            if message.type == aiohttp.WSMsgType.BINARY:
-                self.stats.bytes_from_clients += len(message.data)
-                return bytes(message.data)
-            if message.type == aiohttp.WSMsgType.TEXT:
-                raise wire.ProtocolViolation("text frames are not the Postgres protocol")
-            if session.outcome == "ok":
+            if data is None and session.outcome == "ok":
                 session.outcome = "client_gone"
-            return None
+            return data
 
 
 class _ClientGone(Exception):
