@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 import pytest
 from poolgate.core.cache import QueryCache
 from poolgate.core.cache_policy import CachePolicy
-from poolgate.core.cache_stores import VERSION_SECONDS, CacheStore, MemoryStore, RedisStore
+from poolgate.core.cache_stores import (
+    MIN_VERSION_SECONDS,
+    CacheStore,
+    MemoryStore,
+    RedisStore,
+    version_window,
+)
 from poolgate.core.execute import Outcome
 
 
@@ -92,18 +98,25 @@ async def test_reads_that_start_together_still_share_one_query(store: CacheStore
     assert cache.counters.upstream_runs == 1
 
 
-async def test_tag_versions_are_forgotten_a_day_after_their_last_bump(redis_url: str) -> None:
+def test_a_tag_version_outlives_every_read_that_could_have_seen_it() -> None:
+    assert version_window(16.0) == 60.0 == MIN_VERSION_SECONDS
+    assert version_window(301.0) == 602.0  # a long --statement-timeout keeps them longer
+
+
+async def test_tag_versions_are_forgotten_once_no_read_that_saw_them_runs(
+    redis_url: str,
+) -> None:
     clock = Clock()
-    memory = MemoryStore(1024, clock=clock)
+    memory = MemoryStore(1024, clock=clock, version_seconds=90.0)
     await memory.invalidate(("old", "recent"))
-    clock.now += VERSION_SECONDS + 1
+    clock.now += 90.0 + 1
     await memory.invalidate(("recent",))
     await memory.purge_expired(now=0)
     assert memory.versions_held == 1 and await memory.versions(("recent", "old")) == (2, 0)
-    redis = RedisStore(redis_url, prefix="version-ttl")
+    redis = RedisStore(redis_url, prefix="version-ttl", version_seconds=90.0)
     try:
         await redis.invalidate(("tag",))
         ttl_ms = await redis._redis.pttl("version-ttl:version:tag")
-        assert 0 < ttl_ms <= VERSION_SECONDS * 1000
+        assert 80_000 < ttl_ms <= 90_000  # a minute and a half, no longer a day
     finally:
         await redis.close()

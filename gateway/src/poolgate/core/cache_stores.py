@@ -17,10 +17,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 _ENTRY_OVERHEAD = 200  # bytes of bookkeeping counted per entry besides its body and tags
-# A tag's version is kept this long after its last bump, then forgotten (it reads as 0
-# again). A read records versions before it runs and stores within its deadline, far
-# shorter than this, so forgetting can never let a read that raced a write store.
-VERSION_SECONDS = 24 * 3600
+# A tag's version only guards stores: a read records the versions of its tags before it
+# runs, and its answer is stored only if they are unchanged (an invalidation deletes the
+# entries themselves). So a version must outlive its last bump only as long as a read
+# that recorded the version before it can still be running, which ends by its request
+# deadline; past that it is forgotten (it reads as 0 again). A day, as it was, kept a
+# key per invalidated tag in Redis for a day: one per user created, in the soak test.
+MIN_VERSION_SECONDS = 60.0
+
+
+def version_window(request_deadline: float) -> float:
+    """Seconds a tag's version is kept after its last bump, for reads that end by
+    `request_deadline` (a background refresh too): twice that, and at least a minute."""
+    return max(MIN_VERSION_SECONDS, 2 * request_deadline)
+
+
 REDIS_TIMEOUT = 1.0  # seconds; a slow cache must not hold requests that could go upstream
 
 
@@ -71,9 +82,15 @@ class CacheStore(Protocol):
 class MemoryStore:
     """LRU in this process, bounded by `max_bytes` (entries' bodies, tags and bookkeeping)."""
 
-    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+        version_seconds: float = MIN_VERSION_SECONDS,
+    ) -> None:
         """`clock` times tag versions' lives (tests pass one they control)."""
         self.max_bytes = max_bytes
+        self.version_seconds = version_seconds
         self._clock = clock
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._by_tag: dict[str, set[str]] = {}
@@ -138,12 +155,12 @@ class MemoryStore:
             self._drop(next(iter(self._entries)))
 
     async def purge_expired(self, now: float) -> int:
-        """Drop entries past TTL + SWR and tag versions past VERSION_SECONDS (called
+        """Drop entries past TTL + SWR and tag versions past `version_seconds` (called
         periodically, off the request path)."""
         expired = [k for k, e in self._entries.items() if now - e.created >= e.ttl + e.swr]
         for key in expired:
             self._drop(key)
-        horizon = self._clock() - VERSION_SECONDS
+        horizon = self._clock() - self.version_seconds
         for tag in [tag for tag, at in self._bumped.items() if at < horizon]:
             del self._bumped[tag]
             self._versions.pop(tag, None)
@@ -172,7 +189,7 @@ end
 return 1
 """
 
-# Bumps each tag's version (kept VERSION_SECONDS after its last bump, ARGV[1] in ms)
+# Bumps each tag's version (kept `version_seconds` after its last bump, ARGV[1] in ms)
 # and deletes the entries that carry it.
 _INVALIDATE_SCRIPT = """
 local dropped = 0
@@ -191,7 +208,9 @@ return dropped
 class RedisStore:
     """Entries in Redis with an expiry of TTL + SWR; tag versions and tag member sets too."""
 
-    def __init__(self, url: str, prefix: str = "poolgate") -> None:
+    def __init__(
+        self, url: str, prefix: str = "poolgate", version_seconds: float = MIN_VERSION_SECONDS
+    ) -> None:
         import redis.asyncio as redis
         from redis.exceptions import RedisError
 
@@ -200,6 +219,7 @@ class RedisStore:
             url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
         )
         self._prefix = prefix
+        self.version_seconds = version_seconds
         self._put = self._redis.register_script(_PUT_SCRIPT)
         self._invalidate = self._redis.register_script(_INVALIDATE_SCRIPT)
 
@@ -272,7 +292,8 @@ class RedisStore:
         if not tags:
             return 0
         keys = [*(self._version_key(t) for t in tags), *(self._members_key(t) for t in tags)]
-        return int(await self._call(self._invalidate(keys=keys, args=[VERSION_SECONDS * 1000])))
+        window_ms = int(self.version_seconds * 1000)
+        return int(await self._call(self._invalidate(keys=keys, args=[window_ms])))
 
     async def purge_expired(self, now: float) -> int:
         return 0  # Redis expires entries itself (PX = TTL + SWR)

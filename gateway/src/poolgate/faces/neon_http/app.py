@@ -25,7 +25,7 @@ from psycopg.conninfo import make_conninfo
 from poolgate.config import Settings
 from poolgate.core.api_keys import require_api_key
 from poolgate.core.cache import Clock, QueryCache
-from poolgate.core.cache_stores import CacheStore, MemoryStore, RedisStore
+from poolgate.core.cache_stores import CacheStore, MemoryStore, RedisStore, version_window
 from poolgate.core.errors import (
     BadRequest,
     BodyTimeout,
@@ -78,8 +78,10 @@ def make_store(settings: Settings) -> CacheStore | None:
     if settings.cache == "off":
         return None
     if settings.cache == "memory":
-        return MemoryStore(settings.cache_max_bytes)
-    return RedisStore(settings.cache)
+        return MemoryStore(
+            settings.cache_max_bytes, version_seconds=version_window(settings.request_deadline)
+        )
+    return RedisStore(settings.cache, version_seconds=version_window(settings.request_deadline))
 
 
 class Gateway:
