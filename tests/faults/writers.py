@@ -1,5 +1,9 @@
 """Write load through the Worker, as a careful client sends it: every logical write has
-its own Idempotency-Key and is retried on 503/504 until it is acknowledged."""
+its own Idempotency-Key and is retried on 503/504 until it is acknowledged.
+
+The writes are log entries (`POST /logs`): nothing in the schema stops the same entry
+from being stored twice, so a retry that was not idempotent shows as a duplicate (posts
+would soon meet the five-drafts rule instead)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from tests.worker.conftest import WorkerClient
 
 @dataclass
 class WriteLoad:
-    acknowledged: list[str] = field(default_factory=list)  # titles answered 201
+    acknowledged: list[str] = field(default_factory=list)  # messages answered 201
     given_up: list[str] = field(default_factory=list)
     failures: dict[int, int] = field(default_factory=dict)  # status -> count
     slowest_failure: float = 0.0  # seconds
@@ -30,9 +34,8 @@ class WriteLoad:
         return min(later) - moment if later else None
 
 
-async def write_posts(
+async def write_entries(
     worker: WorkerClient,
-    author_id: int,
     name: str,
     count: int,
     load: WriteLoad,
@@ -41,9 +44,9 @@ async def write_posts(
 ) -> None:
     for n in range(count):
         title = f"{name}-{n}"
-        body = {"author_id": author_id, "title": title}
+        body = {"level": "info", "message": title}
         for _ in range(attempts):
-            reply = await worker.post("/posts", body, headers={"idempotency-key": title})
+            reply = await worker.post("/logs", body, headers={"idempotency-key": title})
             if reply.status == 201:
                 load.acknowledged.append(title)
                 load.successes_at.append(time.monotonic())
