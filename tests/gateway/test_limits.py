@@ -45,6 +45,24 @@ async def concurrently(url: str, connection_string: str, queries: list[str]) -> 
     return [reply.status_code for reply in replies]
 
 
+async def wrong_password_flood(gateway_url: str, wrong: str, count: int) -> list[int]:
+    """`count` concurrent requests, each with its own wrong password (`wrong` formatted
+    with it); their statuses."""
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        replies = await asyncio.gather(
+            *(
+                client.post(
+                    f"{gateway_url}/sql",
+                    json={"query": "SELECT 1"},
+                    headers={"Neon-Connection-String": wrong.format(f"guess{n}")},
+                )
+                for n in range(count)
+            )
+        )
+    return [reply.status_code for reply in replies]
+
+
 async def test_the_global_cap_closes_an_idle_roles_connections_to_serve_a_busy_one(
     gateways: GatewayFactory, postgres: EmbeddedPostgres
 ) -> None:
@@ -97,21 +115,7 @@ async def test_a_wrong_password_flood_does_not_starve_a_tenants_accepted_passwor
     assert post_sql(gateway.url, right, {"query": "SELECT 1"}).status_code == 200
     wrong = "postgresql://flooded_user:{}@db.invalid/appdb"
 
-    async def flood() -> list[int]:
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=300)) as c:
-            replies = await asyncio.gather(
-                *(
-                    c.post(
-                        f"{gateway.url}/sql",
-                        json={"query": "SELECT 1"},
-                        headers={"Neon-Connection-String": wrong.format(f"guess{n}")},
-                    )
-                    for n in range(300)
-                )
-            )
-        return [reply.status_code for reply in replies]
-
-    flooding = asyncio.create_task(flood())
+    flooding = asyncio.create_task(wrong_password_flood(gateway.url, wrong, 300))
     await asyncio.sleep(0.05)
     answers = await concurrently(gateway.url, right, ["SELECT 1"] * 5)
     assert answers == [200] * 5
@@ -166,27 +170,13 @@ async def test_a_wrong_password_flood_from_the_tenants_own_address_never_throttl
     wrong = "postgresql://flood_same_address:{}@db.invalid/appdb"
     good: list[int] = []
 
-    async def flood() -> list[int]:
-        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=400)) as c:
-            replies = await asyncio.gather(
-                *(
-                    c.post(
-                        f"{gateway.url}/sql",
-                        json={"query": "SELECT 1"},
-                        headers={"Neon-Connection-String": wrong.format(f"guess{n}")},
-                    )
-                    for n in range(400)
-                )
-            )
-        return [reply.status_code for reply in replies]
-
     def good_client(count: int) -> None:
         for _ in range(count):  # a new connection each: the kernel spreads them
             good.append(post_sql(gateway.url, right, {"query": "SELECT 1"}).status_code)
 
-    first_flood = await flood()
+    first_flood = await wrong_password_flood(gateway.url, wrong, 400)
     assert 400 in first_flood  # 28P01s: now the address and the user are throttled
-    flooding = asyncio.create_task(flood())
+    flooding = asyncio.create_task(wrong_password_flood(gateway.url, wrong, 400))
     await asyncio.to_thread(good_client, 30)
     assert set(await flooding) == {429}
     assert good == [200] * 30
