@@ -277,3 +277,21 @@ async def test_http_requests_transactions_and_sessions_share_one_bound_and_each_
     # each waited its turn within --acquire-timeout
     assert statuses <= {200, 201} and not failures, (statuses, failures)
     assert done == {"sql": 45, "transaction": 16, "session": 24}
+
+
+async def test_a_start_up_that_never_completes_ends_with_an_error_not_silence(
+    gateways: GatewayFactory, sessions: list[WebSocketPostgres]
+) -> None:
+    gateway = gateways("--workers", "1", "--connect-timeout", "1")
+    short = WebSocketPostgres(ws_url(gateway), APP_USER, APP_PASSWORD, APP_DATABASE)
+    sessions.append(short)
+    await short.open()
+    await short.send(struct.pack("!I", 3))  # a length no start-up packet can have
+    refused = await short.read_reply()
+    assert [error["C"] for error in refused.errors()] == ["08P01"] and refused.closed
+    stalled = WebSocketPostgres(ws_url(gateway), APP_USER, APP_PASSWORD, APP_DATABASE)
+    sessions.append(stalled)
+    await stalled.open()
+    await stalled.send(b"")  # an empty frame, then nothing: the log-in times out
+    ended = await stalled.read_reply()
+    assert [error["C"] for error in ended.errors()] == ["08P01"] and ended.closed

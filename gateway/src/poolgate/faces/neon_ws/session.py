@@ -215,9 +215,13 @@ class Sessions:
         self, session: Session, reader: wire.ClientReader, take: Callable[[], T | None]
     ) -> T:
         """What `take` reads from the client's bytes, once enough of them came; the session
-        ends if the client goes during the log-in."""
+        ends if the client goes during the log-in, or sends too little to log in with
+        within --connect-timeout (08P01, as Postgres's authentication_timeout)."""
         while (found := take()) is None:
-            data = await self._frame(session, self._settings.connect_timeout + 5.0)
+            try:
+                data = await self._frame(session, self._settings.connect_timeout)
+            except TimeoutError:
+                raise SessionEnded("08P01", "the log-in did not arrive in time") from None
             if data is None:
                 session.outcome = "client_gone"
                 raise _ClientGone()

@@ -108,9 +108,9 @@ class ClientReader:
 
     def startup_packet(self) -> tuple[int, bytes] | None:
         """(code, body) of the next start-up packet, or None until it has arrived."""
-        if len(self.buffer) < 8:
+        if len(self.buffer) < 4:
             return None
-        (length,) = struct.unpack_from("!I", self.buffer)
+        (length,) = struct.unpack_from("!I", self.buffer)  # judged as soon as it is here
         if not 8 <= length <= MAX_STARTUP_BYTES:
             raise ProtocolViolation(f"invalid length of start-up packet: {length}")
         if len(self.buffer) < length:
