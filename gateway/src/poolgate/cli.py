@@ -27,7 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # a first look without libpq: a supervisor never loads it (its workers do)
         settings = parse_settings(args[1:], check_upstream=False)
-        if identity is None and settings.workers > 1:
+        # the Accelerate companion is a supervisor's child, even beside a single worker
+        if identity is None and (settings.workers > 1 or settings.accelerate_keys is not None):
             return Supervisor(settings, args[1:]).run()
         settings = parse_settings(args[1:])
     except ConfigError as exc:

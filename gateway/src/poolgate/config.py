@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
     import ssl
+
+    from poolgate.faces.accelerate.keys import AccelerateKeys
 
 MiB = 1024 * 1024
 # Postgres cancels a statement at --statement-timeout itself; the gateway's own deadline
@@ -52,6 +55,9 @@ class Settings:
     tls_cert: str | None = None  # PEM certificate chain: with tls_key, serve HTTPS
     tls_key: str | None = None
     workers: int = 1  # processes sharing the port; pool_size and max_connections are split
+    accelerate_keys: AccelerateKeys | None = None  # Prisma Accelerate's face, when set
+    accelerate_node: str = "node"  # the Node.js that runs its companion
+    accelerate_node_modules: str = ""  # where the companion's packages are
 
     @property
     def request_deadline(self) -> float:
@@ -201,6 +207,33 @@ _OPTIONS = (
     ),
 )
 MIN_API_KEY_LENGTH = 16
+_ACCELERATE_OPTIONS = (
+    (
+        "--accelerate-keys-file",
+        "POOLGATE_ACCELERATE_KEYS_FILE",
+        "serve Prisma Accelerate's protocol too: a file with one line per API key,"
+        " `KEY postgresql://USER:PASSWORD@/DATABASE [model-invalidation=off]` (see"
+        " faces/accelerate); needs Node.js for its companion process",
+    ),
+    (
+        "--accelerate-node",
+        "POOLGATE_ACCELERATE_NODE",
+        "the Node.js (20 or later) that runs the Accelerate companion (default: node on PATH)",
+    ),
+    (
+        "--accelerate-node-modules",
+        "POOLGATE_ACCELERATE_NODE_MODULES",
+        "the node_modules folder holding the companion's packages (@prisma/client-engine-runtime,"
+        " @prisma/adapter-neon, @neondatabase/serverless, ws; default: the nearest one above"
+        " the poolgate package)",
+    ),
+)
+COMPANION_PACKAGES = (
+    "@prisma/client-engine-runtime",
+    "@prisma/adapter-neon",
+    "@neondatabase/serverless",
+    "ws",
+)
 
 
 def parse_settings(
@@ -212,7 +245,7 @@ def parse_settings(
     importing libpq (the supervisor of `--workers` stays small; its workers check it)."""
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="poolgate serve", exit_on_error=False)
-    for option, variable, help_text in _OPTIONS:
+    for option, variable, help_text in (*_OPTIONS, *_ACCELERATE_OPTIONS):
         parser.add_argument(option, default=env.get(variable), help=f"{help_text} [{variable}]")
     try:
         args, unknown = parser.parse_known_args(list(argv))
@@ -264,12 +297,70 @@ def parse_settings(
             f"--workers {workers} is more than --pool-size/--max-connections allow: every"
             " worker needs at least one connection of its own"
         )
-    settings = replace(settings, workers=workers)
+    settings = _with_accelerate(replace(settings, workers=workers), args)
+    accelerate_keys = settings.accelerate_keys
+    if accelerate_keys is not None and any(map(accelerate_keys.holds, settings.api_keys)):
+        raise ConfigError(
+            "a key is listed both as an API key and in --accelerate-keys-file: each"
+            " opens one face only, give them different keys"
+        )
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
     if settings.tls_cert:
         server_tls_context(settings)  # a missing file or a key that does not match stops here
     return settings
+
+
+def _with_accelerate(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Prisma Accelerate's face: its keys, and what runs its companion."""
+    if not args.accelerate_keys_file:
+        if args.accelerate_node or args.accelerate_node_modules:
+            raise ConfigError(
+                "--accelerate-node and --accelerate-node-modules need --accelerate-keys-file"
+            )
+        return settings
+    from poolgate.faces.accelerate.keys import KeysFileError, parse_keys_file
+
+    try:
+        text = open(args.accelerate_keys_file, encoding="utf-8").read()  # noqa: SIM115
+        keys = parse_keys_file(text)
+    except OSError as exc:
+        raise ConfigError(f"--accelerate-keys-file cannot be read: {exc.strerror}") from None
+    except KeysFileError as exc:
+        raise ConfigError(f"--accelerate-keys-file: {exc}") from None
+    if not len(keys):
+        raise ConfigError("--accelerate-keys-file lists no key")
+    node = shutil.which(args.accelerate_node or "node")
+    if node is None:
+        raise ConfigError(
+            f"--accelerate-node: {args.accelerate_node or 'node'!r} is not an executable;"
+            " the Accelerate face runs Prisma's interpreter on Node.js"
+        )
+    modules = args.accelerate_node_modules or _nearest_node_modules()
+    missing = [name for name in COMPANION_PACKAGES if not os.path.isdir(f"{modules}/{name}")]
+    if not modules or missing:
+        raise ConfigError(
+            f"--accelerate-node-modules: {modules or 'no node_modules found'} lacks"
+            f" {', '.join(missing or COMPANION_PACKAGES)} (npm install them there)"
+        )
+    return replace(
+        settings,
+        accelerate_keys=keys,
+        accelerate_node=node,
+        accelerate_node_modules=os.path.abspath(modules),
+    )
+
+
+def _nearest_node_modules() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    while True:
+        candidate = os.path.join(here, "node_modules")
+        if os.path.isdir(candidate):
+            return candidate
+        parent = os.path.dirname(here)
+        if parent == here:
+            return ""
+        here = parent
 
 
 def server_tls_context(settings: Settings) -> ssl.SSLContext:

@@ -13,6 +13,7 @@ import uvloop
 from aiohttp import web
 
 from poolgate.config import Settings, server_tls_context
+from poolgate.faces.accelerate.companion_process import worker_socket
 from poolgate.faces.neon_http.app import Gateway, answer_unparsable
 from poolgate.faces.neon_http.json_server import JsonErrorServer
 from poolgate.siblings import Siblings
@@ -53,6 +54,7 @@ async def serve(settings: Settings, siblings: Siblings | None = None) -> None:
         reuse_port=siblings is not None,
     )
     await site.start()
+    companion_runner = await _serve_companion(gateway, siblings)
     worker = f', "worker": {siblings.index}' if siblings is not None else ""
     logging.getLogger("poolgate").info(
         '{"event": "listening", "url": "%s://%s:%d"%s}',
@@ -78,7 +80,29 @@ async def serve(settings: Settings, siblings: Siblings | None = None) -> None:
                 await asyncio.wait_for(runner.cleanup(), 0.1)
         else:
             await runner.cleanup()
+        if companion_runner is not None:
+            await companion_runner.cleanup()
         await gateway.close()
+
+
+async def _serve_companion(gateway: Gateway, siblings: Siblings | None) -> web.ServerRunner | None:
+    """The Accelerate companion's way into the pool: WebSocket sessions on this worker's
+    private socket (see faces/accelerate/companion_process)."""
+    if gateway.accelerate is None or siblings is None:
+        return None
+    server = JsonErrorServer(
+        gateway.serve_companion,
+        answer_parse_error=answer_unparsable,
+        handler_cancellation=True,
+        access_log=None,
+    )
+    runner = web.ServerRunner(server, shutdown_timeout=1.0)
+    await runner.setup()
+    path = worker_socket(siblings.directory, siblings.index)
+    path.unlink(missing_ok=True)
+    await web.UnixSite(runner, str(path)).start()
+    path.chmod(0o600)
+    return runner
 
 
 class Stopping:

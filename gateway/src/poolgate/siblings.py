@@ -99,6 +99,7 @@ class _Link:
 class Siblings:
     def __init__(self, directory: Path, index: int, count: int) -> None:
         self.index = index
+        self.directory = directory
         self._path = directory / f"{index}.sock"
         self._links = [
             _Link(directory / f"{other}.sock") for other in range(count) if other != index

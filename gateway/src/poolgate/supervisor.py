@@ -7,7 +7,9 @@ its index in `POOLGATE_WORKER`), restarts a worker that dies (but stops, with st
 when a worker refuses the settings), and on SIGTERM or SIGINT passes the signal on and
 waits for all of them to finish their requests. Workers die with the supervisor
 (PR_SET_PDEATHSIG), so a killed supervisor never leaves workers holding the port or
-server connections.
+server connections. With --accelerate-keys-file it also runs the Accelerate companion
+(faces/accelerate/companion_process), restarted like a worker, and stopped only once
+every worker has finished (they forward to it until their last request).
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ def _event(**fields: object) -> None:
     print(json.dumps(fields), file=sys.stderr, flush=True)
 
 
+def _naming(which: int | str) -> dict[str, object]:
+    return {"worker": which} if isinstance(which, int) else {}
+
+
 class Supervisor:
     """Kept small on purpose (no subprocess, tempfile or ctypes): it holds memory for as
     long as the gateway runs and does nothing but start and watch workers."""
@@ -83,6 +89,8 @@ class Supervisor:
             os.environ.get("TMPDIR", "/tmp"), f"poolgate-{os.getpid()}-{os.urandom(4).hex()}"
         )
         self.workers: dict[int, int] = {}  # index -> pid
+        self.companion: int | None = None  # the Accelerate companion's pid, if it runs
+        self._companion_stdin: int | None = None
         self.stopping = False
         self.restarts: list[float] = []
 
@@ -107,13 +115,34 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop_all)
         try:
+            if self.settings.accelerate_keys is not None:
+                self._start_companion()
             for index in range(self.settings.workers):
                 self._start(index)
             return self._watch()
         finally:
             self._stop_all(signal.SIGTERM)
             self._reap_all()
+            self._stop_companion()
             shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _start_companion(self) -> None:
+        from poolgate.faces.accelerate import companion_process
+
+        if self._companion_stdin is not None:
+            os.close(self._companion_stdin)
+        self.companion, self._companion_stdin = companion_process.spawn(
+            self.settings, self.directory
+        )
+
+    def _stop_companion(self) -> None:
+        if self.companion is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.companion, signal.SIGTERM)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.companion, 0)
+        self.companion = None
 
     def _reap_all(self) -> None:
         for pid in self.workers.values():
@@ -127,25 +156,41 @@ class Supervisor:
         by_pid = {pid: index for index, pid in self.workers.items()}
         while by_pid:
             pid, status = os.wait()
+            code = os.waitstatus_to_exitcode(status)
+            if pid == self.companion:
+                self.companion = None
+                if not self.stopping and self._may_restart("companion", code):
+                    self._start_companion()
+                elif not self.stopping:
+                    self._stop_all(signal.SIGTERM)
+                    return 1
+                continue
             index = by_pid.pop(pid, None)
             if index is None:
                 continue
-            code = os.waitstatus_to_exitcode(status)
             del self.workers[index]  # collected: its pid is never signalled again
             if self.stopping:
                 continue
             if code == INVALID_CONFIGURATION:  # it said why; restarting cannot help
                 self._stop_all(signal.SIGTERM)
                 return code
-            now = time.monotonic()
-            self.restarts = [t for t in self.restarts if t > now - RESTART_WINDOW]
-            if len(self.restarts) >= RESTARTS_ALLOWED:
-                _event(event="giving_up", reason="workers keep dying", worker=index)
+            if not self._may_restart(index, code):
                 self._stop_all(signal.SIGTERM)
                 return 1
-            self.restarts.append(now)
-            _event(event="worker_died", worker=index, status=code)
-            time.sleep(0.2)
             self._start(index)
             by_pid[self.workers[index]] = index
         return 0
+
+    def _may_restart(self, which: int | str, code: int) -> bool:
+        """Whether a worker (or the companion) that died may be restarted: not when they
+        keep dying (RESTARTS_ALLOWED within RESTART_WINDOW seconds, all counted)."""
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if t > now - RESTART_WINDOW]
+        name = "worker" if isinstance(which, int) else which
+        if len(self.restarts) >= RESTARTS_ALLOWED:
+            _event(event="giving_up", reason=f"{name}s keep dying", **_naming(which))
+            return False
+        self.restarts.append(now)
+        _event(event=f"{name}_died", status=code, **_naming(which))
+        time.sleep(0.2)
+        return True

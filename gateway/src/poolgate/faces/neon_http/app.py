@@ -43,6 +43,8 @@ from poolgate.core.pool import PoolRegistry
 from poolgate.core.request_log import RequestLog
 from poolgate.core.requests import is_ascii_number
 from poolgate.core.transactions import Transactions
+from poolgate.faces.accelerate import face as accelerate
+from poolgate.faces.accelerate.companion_process import companion_socket
 from poolgate.faces.neon_http.json_server import parse_failure
 from poolgate.faces.neon_http.sql_service import TRANSACTION_HEADER, SqlAnswer, SqlService
 from poolgate.faces.neon_ws.session import Session, SessionCollector, Sessions
@@ -109,6 +111,17 @@ class Gateway:
         self.sessions.on_end = self._session_ended
         self.metrics.registry.register(SessionCollector(self.sessions.stats))
         self.siblings = siblings
+        # Prisma Accelerate's face: its companion is the supervisor's (there is one, with
+        # --accelerate-keys-file, whatever --workers says)
+        self.accelerate: accelerate.AccelerateFace | None = None
+        if settings.accelerate_keys is not None and siblings is not None:
+            self.accelerate = accelerate.AccelerateFace(
+                settings,
+                settings.accelerate_keys,
+                companion_socket(siblings.directory),
+                cache,
+                self.pools.throttle,
+            )
         if siblings is not None:
             self.pools.throttle.share = siblings.login_failed
             self.pools.throttle.share_success = siblings.login_succeeded
@@ -172,6 +185,8 @@ class Gateway:
 
     async def close(self) -> None:
         await self.sessions.close()
+        if self.accelerate is not None:
+            await self.accelerate.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -205,6 +220,15 @@ class Gateway:
         sqlstate = None
         rows: int | None = None
         try:
+            if accelerate.claims(request, self.accelerate is not None):
+                assert self.accelerate is not None
+                answered = await self.accelerate.answer(
+                    request, lambda: _read_body(self.settings, request, deadline), deadline
+                )
+                outcome = "ok" if answered.status < 400 else "accelerate_error"
+                self._record(request, request_id, answered.status, started, outcome, None, None)
+                answered.headers["Neon-Request-Id"] = request_id
+                return answered
             if _is_transaction_call(request):
                 response = await self._transaction_call(request, deadline)
             else:
@@ -231,6 +255,14 @@ class Gateway:
         headers.setdefault("Access-Control-Allow-Origin", "*")
         self._record(request, request_id, response.status, started, outcome, sqlstate, rows)
         return response
+
+    async def serve_companion(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The private socket of the Accelerate companion (mode 0700 directory): WebSocket
+        sessions only, with no API key asked (the companion has checked the caller's
+        Accelerate key), served while draining too (it is this worker's own traffic)."""
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return _answer_error(RouteNotFound("not found: WebSocket sessions only"))
+        return await self.sessions.serve(request, while_draining=True)
 
     def _session_ended(self, session: Session, seconds: float) -> None:
         REQUEST_LOG.session(session.user, session.database, session.outcome, seconds * 1000)

@@ -108,6 +108,7 @@ class Session:
     outcome: str = "ok"
     user: str = ""
     database: str = ""
+    while_draining: bool = False  # opened even while draining (the Accelerate companion's)
 
 
 class Sessions:
@@ -118,10 +119,13 @@ class Sessions:
         self._settings = settings
         self._open: dict[tuple[int, int], Session] = {}
         self._closing = False
+        self._draining = False
         self.stats = SessionStats()
         self.on_end: Callable[[Session, float], None] | None = None
 
-    async def serve(self, request: web.BaseRequest) -> web.WebSocketResponse:
+    async def serve(
+        self, request: web.BaseRequest, while_draining: bool = False
+    ) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(
             max_msg_size=self._settings.max_request_bytes + 1024, autoping=True, heartbeat=None
         )
@@ -129,6 +133,7 @@ class Sessions:
         session = Session(
             ws, request.remote or "unknown", (secrets.randbits(31), secrets.randbits(32))
         )
+        session.while_draining = while_draining
         started = time.monotonic()
         self.stats.opened_total += 1
         self.stats.open += 1
@@ -157,8 +162,9 @@ class Sessions:
         return ws
 
     def refuse_new(self) -> None:
-        """Draining: sessions already open go on; new ones are refused (57P03)."""
-        self._closing = True
+        """Draining: sessions already open go on; new ones are refused (57P03), but for
+        the ones opened `while_draining`."""
+        self._draining = True
 
     async def close(self) -> None:
         """Gateway shutdown: every session ends with 57P01 and its connection is closed."""
@@ -181,6 +187,8 @@ class Sessions:
         password = await self._password(session, reader)
         credentials = Credentials(startup.user, password, startup.database)
         pool = self._pools.pool_for(credentials)
+        if self._draining and not session.while_draining:
+            raise SessionEnded("57P03", "the gateway is shutting down")
         connection = await self._acquire(pool, credentials, session.client)
         session.connection = connection
         # The client's BackendKeyData names the server's real process, which serves this
