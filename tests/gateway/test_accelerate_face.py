@@ -128,7 +128,9 @@ def test_connection_info_says_postgres_with_relation_joins(client: httpx.Client)
 
 
 def test_a_plan_runs_on_the_pool_and_comes_back_typed(client: httpx.Client) -> None:
-    answer = client.post("/query", json=raw("SELECT $1::int + 1 AS n, current_user::text AS who", 41))
+    answer = client.post(
+        "/query", json=raw("SELECT $1::int + 1 AS n, current_user::text AS who", 41)
+    )
     assert answer.json()["data"] == {
         "columns": ["n", "who"],
         "types": ["int", "string"],
