@@ -2,7 +2,8 @@
 
 1. an embedded PostgreSQL, its data kept between runs (default .local/postgres);
 2. schema.sql applied over the DIRECT url, as a migration would be;
-3. the gateway (poolgate) pooling connections to it;
+3. the gateway (poolgate) pooling connections to it, with Prisma Accelerate's face too
+   (a key of its own, printed in its prisma+postgres:// URL);
 4. `.dev.vars` written with the POOLED connection string for the Worker;
 5. the Worker: under `pywrangler dev` when the Workers runtime can start, otherwise in
    Pyodide under Node.js (or on CPython: --runtime cpython). The output says which.
@@ -176,6 +177,7 @@ def masked(url: str, password: str) -> str:
 def run_stack(options: argparse.Namespace, state: Path) -> int:
     password = kept_secret(state, "app-password")
     api_key = kept_secret(state, "api-key")
+    accelerate_key = kept_secret(state, "accelerate-key")
     print(f"devstack: starting PostgreSQL (data in {state / 'postgres'})", flush=True)
     database = embedded.start(state / "postgres", stop_at_exit=True)
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -185,6 +187,12 @@ def run_stack(options: argparse.Namespace, state: Path) -> int:
         print("devstack: schema.sql applied over the direct URL", flush=True)
 
         gateway_url = f"http://127.0.0.1:{options.gateway_port}"
+        accelerate_keys = state / "accelerate-keys"
+        accelerate_keys.write_text(
+            "# written by ./dev up: Prisma Accelerate's key, and the role it opens\n"
+            f"{accelerate_key} postgresql://{APP_USER}:{quote(password, safe='')}@/{APP_DATABASE}\n"
+        )
+        accelerate_keys.chmod(0o600)
         children["the gateway"] = subprocess.Popen(
             [
                 sys.executable,
@@ -197,6 +205,9 @@ def run_stack(options: argparse.Namespace, state: Path) -> int:
                 f"127.0.0.1:{options.gateway_port}",
                 "--api-keys-file",
                 str(state / "api-key"),
+                *("--accelerate-keys-file", str(accelerate_keys)),
+                *("--accelerate-node", node_toolchain.node()),
+                *("--accelerate-node-modules", str(ROOT / "node_modules")),
                 *("--drain-seconds", "0"),  # no load balancer in front of a local stack
             ],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -225,9 +236,12 @@ devstack: ready.
   open      http://127.0.0.1:{options.port}/docs      (the API explorer; / lists every route)
   gateway   {gateway_url}/sql   metrics {gateway_url}/metrics
   neon ws   {gateway_url.replace("http", "ws", 1)}/v2?api_key=…   (Neon's Pool/Client, ORMs)
+  prisma    prisma+postgres://localhost:{options.gateway_port}/?api_key={accelerate_key}
+            (Prisma 7's accelerateUrl, with withAccelerate(): see examples/prisma-accelerate)
   logs      {state / "logs" / "gateway.log"}, {state / "logs" / "worker.log"} (a line per request)
   direct    {direct}   (migrations only)
-  secrets   {state / "app-password"}, {state / "api-key"} (also in .dev.vars, git-ignored)
+  secrets   {state / "app-password"}, {state / "api-key"}, {state / "accelerate-keys"}
+            (also in .dev.vars, git-ignored)
 Ctrl-C stops everything.""",
             flush=True,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.accelerate import SUPPORTED_CLIENT
 from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +102,14 @@ def test_stack_serves_the_api_keeps_data_between_runs_and_stops_cleanly(
         terminal = log_path.read_text()
         assert '"event": "request"' not in terminal and "POST /users" not in terminal
         assert "gateway: " in terminal  # its start-up lines, named
+        # Prisma Accelerate's URL, as printed, opens the app's database through the gateway
+        (accelerate_url,) = re.findall(r"prisma\+postgres://localhost:\d+/\?api_key=\S+", output)
+        key = accelerate_url.rsplit("api_key=", 1)[1]
+        info = httpx.get(
+            f"http://127.0.0.1:{gateway_port}/connection-info",
+            headers={"Authorization": f"Bearer {key}", "Prisma-Engine-Hash": SUPPORTED_CLIENT},
+        )
+        assert info.status_code == 200 and info.json()["provider"] == "postgres"
     finally:
         stop_stack(process, tmp_path / "state")
     # a second run finds the data of the first
