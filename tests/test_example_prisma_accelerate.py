@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,19 @@ def stored_logs(postgres: EmbeddedPostgres) -> list[tuple[Any, ...]]:
         return conn.execute(
             'SELECT id, level::text, message, meta FROM "Log" ORDER BY id'
         ).fetchall()
+
+
+def test_the_pinned_workerd_supports_the_examples_compatibility_date() -> None:
+    wanted = str(tomllib.loads((EXAMPLE / "wrangler.toml").read_text())["compatibility_date"])
+    newest = subprocess.run(
+        [node_toolchain.node(), "-e", "console.log(require('workerd').compatibilityDate)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    assert wanted <= newest
 
 
 def test_the_example_starts_under_workerd_offline(worker: str) -> None:
