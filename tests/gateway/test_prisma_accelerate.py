@@ -592,8 +592,9 @@ def test_a_wrong_api_key_is_refused_with_the_clients_error_and_runs_nothing(
     for step in ("create", "findMany"):
         error = output[step].get("error")
         assert error is not None, output
+        # P6002 is hosted Accelerate's "The API Key in the connection string is invalid."
         assert (error["name"], error["code"]) == ("PrismaClientKnownRequestError", "P6002")
-        assert "API key" in error["message"]
+        assert "api key" in error["message"].lower()
     assert stored(postgres, EMAILS) == []
 
 
@@ -605,7 +606,52 @@ def test_an_unsupported_client_version_is_refused_naming_the_supported_versions(
     for step in ("create", "findMany"):
         error = output[step].get("error")
         assert error is not None, output
+        # P6006 is hosted Accelerate's "The chosen Prisma version is not compatible"
         assert (error["name"], error["code"]) == ("PrismaClientKnownRequestError", "P6006")
         assert UNSUPPORTED_VERSION in error["message"]
         assert GENERATED_VERSION in error["message"]  # among the versions it names
     assert stored(postgres, EMAILS) == []
+
+
+def connection_info(accelerate: AccelerateEndpoint, key: str, version: str) -> httpx.Response:
+    """GET /connection-info as the client sends it (its first call, made before any query)."""
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Prisma-Engine-Hash": version,
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+    }
+    return httpx.get(f"{accelerate.base}/connection-info", headers=headers, timeout=30)
+
+
+def error_code(answer: httpx.Response) -> str | None:
+    """The code the client raises: a JSON body's `code`, else Prisma-Error-Code."""
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        return str(body["code"])
+    return answer.headers.get("Prisma-Error-Code")
+
+
+def test_connection_info_answers_the_generated_clients_version_with_relation_joins(
+    accelerate: AccelerateEndpoint,
+) -> None:
+    answer = connection_info(accelerate, accelerate.api_key, GENERATED_VERSION)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["provider"], body["connectionInfo"]) == (
+        "postgres",
+        {"supportsRelationJoins": True},
+    )
+
+
+def test_connection_info_refuses_a_wrong_key_and_another_version_in_the_shape_the_client_reads(
+    accelerate: AccelerateEndpoint,
+) -> None:
+    wrong_key = connection_info(accelerate, "not-" + accelerate.api_key, GENERATED_VERSION)
+    assert wrong_key.status_code >= 400 and error_code(wrong_key) == "P6002", wrong_key.text
+    for version in (UNSUPPORTED_VERSION, "6.19.0", ""):
+        other = connection_info(accelerate, accelerate.api_key, version)
+        assert other.status_code >= 400 and error_code(other) == "P6006", (version, other.text)
