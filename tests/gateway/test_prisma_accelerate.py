@@ -632,7 +632,8 @@ def error_code(answer: httpx.Response) -> str | None:
         body = None
     if isinstance(body, dict) and isinstance(body.get("code"), str):
         return str(body["code"])
-    return answer.headers.get("Prisma-Error-Code")
+    header: str | None = answer.headers.get("Prisma-Error-Code")
+    return header
 
 
 def test_connection_info_answers_the_generated_clients_version_with_relation_joins(
