@@ -1,10 +1,14 @@
-"""Apply schema.sql over the DIRECT database URL, as command-line tools do.
+"""Apply schema.sql (or another SQL file) over the DIRECT database URL, as command-line
+tools do.
 
     uv run python -m devstack.migrate            # DIRECT_URL from the environment or ./.env
     uv run python -m devstack.migrate --url postgresql://...
+    uv run python -m devstack.migrate --schema prisma/migrations/…/migration.sql
 
 Never through the Worker or the pooled endpoint: DDL wants a real session, and the
-pooled URL is the Worker's alone. The schema is idempotent, so this is safe to re-run.
+pooled URL is the Worker's alone. schema.sql is idempotent, so this is safe to re-run; a
+file given with --schema is applied as it is, in one transaction, so one that is not
+idempotent (a Prisma migration) fails as a whole the second time and changes nothing.
 """
 
 from __future__ import annotations
@@ -41,10 +45,10 @@ def direct_url(explicit: str | None) -> str:
     return url
 
 
-def apply_schema(url: str) -> None:
-    """Run schema.sql in one transaction: all of it applies, or none of it."""
+def apply_schema(url: str, schema: Path = SCHEMA) -> None:
+    """Run `schema` in one transaction: all of it applies, or none of it."""
     with psycopg.connect(url) as connection, connection.transaction():
-        connection.execute(SCHEMA.read_text().encode())
+        connection.execute(schema.read_text().encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,13 +56,19 @@ def main(argv: list[str] | None = None) -> int:
         prog="migrate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--url", help="direct postgresql:// URL (default: DIRECT_URL)")
+    parser.add_argument(
+        "--schema", type=Path, default=SCHEMA, help="the SQL file to apply (default: schema.sql)"
+    )
     args = parser.parse_args(argv)
-    try:
-        apply_schema(direct_url(args.url))
-    except psycopg.Error as exc:
-        print(f"migrate: {exc}", file=sys.stderr)
+    if not args.schema.is_file():
+        print(f"migrate: {args.schema} is not a file", file=sys.stderr)
         return 1
-    print(f"migrate: {SCHEMA.name} applied")
+    try:
+        apply_schema(direct_url(args.url), args.schema)
+    except psycopg.Error as exc:
+        print(f"migrate: {args.schema.name}: {exc}", file=sys.stderr)
+        return 1
+    print(f"migrate: {args.schema.name} applied")
     return 0
 
 

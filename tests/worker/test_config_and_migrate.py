@@ -82,10 +82,12 @@ def test_bad_settings_are_refused_with_a_message(env: dict[str, str | None], mes
         DatabaseConfig.from_env(env)
 
 
-def run_migrate(env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run_migrate(
+    env: dict[str, str], cwd: Path = ROOT, *args: str
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k != "DIRECT_URL"}
     return subprocess.run(
-        [sys.executable, "-m", "devstack.migrate"],
+        [sys.executable, "-m", "devstack.migrate", *args],
         cwd=cwd,
         text=True,
         capture_output=True,
@@ -120,3 +122,39 @@ def test_migrate_reads_dot_env_and_without_a_direct_url_says_what_to_set(
     url = postgres.direct_url(APP_USER, APP_PASSWORD, APP_DATABASE)
     (tmp_path / ".env").write_text(f"# local settings\nDIRECT_URL='{url}'\n")
     assert run_migrate(env, cwd=tmp_path).returncode == 0
+
+
+def test_migrate_applies_a_given_sql_file_whole_and_a_failed_second_run_changes_nothing(
+    postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """`--schema`: the Prisma example's migration, which is not idempotent, applies once
+    next to schema.sql; run again, it fails as a whole and changes nothing."""
+    database = "migrate_given_file"
+    with postgres.admin() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {database}")
+        conn.execute(f"CREATE DATABASE {database} OWNER {APP_USER}")
+    env = {"DIRECT_URL": postgres.direct_url(APP_USER, APP_PASSWORD, database)}
+    migrations = ROOT / "examples" / "prisma-accelerate" / "prisma" / "migrations"
+    (migration,) = migrations.glob("*/migration.sql")
+
+    assert "schema.sql applied" in run_migrate(env).stdout  # the default is unchanged
+    applied = run_migrate(env, ROOT, "--schema", str(migration))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.strip() == "migrate: migration.sql applied"
+    with postgres.admin(database) as conn:
+        conn.execute("""INSERT INTO "Log" (level, message, meta) VALUES ('Warn', 'kept', '{}')""")
+
+    again = run_migrate(env, ROOT, "--schema", str(migration))
+    assert again.returncode == 1
+    assert again.stderr.startswith("migrate: migration.sql: ")
+    assert "already exists" in again.stderr
+    with postgres.admin(database) as conn:
+        assert conn.execute('SELECT level::text, message FROM "Log"').fetchall() == [
+            ("Warn", "kept")
+        ]
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        assert {"Log", "users", "posts", "logs"} <= {row[0] for row in tables}
+
+    missing = run_migrate(env, ROOT, "--schema", str(tmp_path / "nothing.sql"))
+    assert missing.returncode == 1
+    assert "nothing.sql is not a file" in missing.stderr
