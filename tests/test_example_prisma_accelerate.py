@@ -25,11 +25,8 @@ import pytest
 
 from devstack import node_toolchain
 from devstack.postgres import EmbeddedPostgres
-from tests.gateway.test_prisma_accelerate import (
-    AccelerateEndpoint,
-    accelerate_endpoint,
-    generate_client,
-)
+from tests.gateway.test_prisma_accelerate import accelerate_endpoint, generate_client
+from tests.support.accelerate import AccelerateEndpoint
 from tests.support.services import APP_DATABASE, APP_PASSWORD, APP_USER, free_port, terminate
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -27,13 +23,12 @@ import pytest
 
 from devstack import node_toolchain
 from devstack.postgres import EmbeddedPostgres
+from tests.support.accelerate import AccelerateEndpoint, start_accelerate
 from tests.support.services import (
     APP_DATABASE,
     APP_PASSWORD,
     APP_USER,
-    free_port,
-    make_app_url,
-    terminate,
+    GatewayFactory,
 )
 
 CLIENT_DIR = Path(__file__).parent / "accelerate_client"
@@ -44,116 +39,15 @@ GENERATED_VERSION = "7.10.1"
 UNSUPPORTED_VERSION = "7.99.0"
 
 
-@dataclass(frozen=True)
-class AccelerateEndpoint:
-    """`url` is what an app puts in `accelerateUrl`; `base` the same endpoint over http."""
-
-    url: str
-    base: str
-    api_key: str
-
-
-# --- the endpoint: Prisma's own query-plan executor until poolgate's face replaces it ---
-
-QPE_DIR = Path(os.environ.get("POOLGATE_QPE_DIR", "/tmp/qpe"))
-# @prisma/query-plan-executor exports a fetch handler, not a listener; it logs through
-# OpenTelemetry's context, which its own (unexported) entry point sets up.
-QPE_SERVER = """
-import http from 'node:http';
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { createRequire } from 'node:module';
-class Context {
-  constructor(values = new Map()) { this.values = values; }
-  getValue(key) { return this.values.get(key); }
-  setValue(key, value) { return new Context(new Map(this.values).set(key, value)); }
-  deleteValue(key) { const v = new Map(this.values); v.delete(key); return new Context(v); }
-}
-const storage = new AsyncLocalStorage();
-const root = new Context();
-globalThis[Symbol.for('opentelemetry.js.api.1')] = { version: '1.9.0', context: {
-  active: () => storage.getStore() ?? root,
-  with: (context, fn, self, ...args) => storage.run(context, () => fn.apply(self, args)),
-  bind: (_context, target) => target, enable() { return this; }, disable() { return this; },
-} };
-const [dir, databaseUrl, port] = process.argv.slice(-3);
-const qpe = createRequire(dir + '/')('@prisma/query-plan-executor');
-const logger = qpe.createConsoleLogger('text', 'warn');
-const server = await qpe.withActiveLogger(logger, () => qpe.Server.create({
-  databaseUrl, maxResponseSize: 16 * 1024 * 1024,
-  queryTimeout: qpe.parseDuration('PT30S'), maxTransactionTimeout: qpe.parseDuration('PT60S'),
-  maxTransactionWaitTime: qpe.parseDuration('PT10S'),
-}));
-http.createServer(async (req, res) => {
-  const chunks = [];
-  for await (const chunk of req) chunks.push(chunk);
-  const headers = new Headers();
-  for (const [k, v] of Object.entries(req.headers)) headers.set(k, [v].flat().join(', '));
-  const body = req.method === 'GET' || req.method === 'HEAD' ? undefined : Buffer.concat(chunks);
-  const request = new Request(`http://localhost${req.url}`, { method: req.method, headers, body });
-  const answer = await qpe.withActiveLogger(logger, () => server.fetch(request));
-  res.writeHead(answer.status, Object.fromEntries(answer.headers));
-  res.end(Buffer.from(await answer.arrayBuffer()));
-}).listen(Number(port), '127.0.0.1');
-"""
-
-
 @contextmanager
 def accelerate_endpoint(postgres: EmbeddedPostgres, log_dir: Path) -> Iterator[AccelerateEndpoint]:
-    """An Accelerate endpoint serving the app database for as long as the block runs.
-
-    For now Prisma's @prisma/query-plan-executor (installed outside the project, in
-    POOLGATE_QPE_DIR): it speaks the protocol but checks no key or version and has no
-    cache and no /invalidate. poolgate's Accelerate face replaces it here."""
-    module = QPE_DIR / "node_modules" / "@prisma" / "query-plan-executor"
-    assert module.is_dir(), f"@prisma/query-plan-executor is not installed in {QPE_DIR}"
-    port = free_port()
-    database_url = make_app_url(host="localhost") + f"?host={quote(postgres.socket_dir)}"
-    log_path = log_dir / f"accelerate-{port}.log"
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            [
-                node_toolchain.node(),
-                "--input-type=module",
-                "-",
-                str(QPE_DIR),
-                database_url,
-                str(port),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=node_toolchain.environment(),
-        )
-    assert process.stdin is not None
-    process.stdin.write(QPE_SERVER.encode())
-    process.stdin.close()
-    base = f"http://localhost:{port}"
+    """poolgate with its Accelerate face (a key for the app role, its companion on the
+    project's Node.js), serving the app database for as long as the block runs."""
+    gateways = GatewayFactory(postgres, log_dir)
     try:
-        wait_for(
-            lambda: httpx.get(f"{base}/health", timeout=2).status_code == 200, process, log_path
-        )
-        api_key = secrets.token_urlsafe(24)
-        yield AccelerateEndpoint(
-            f"prisma+postgres://localhost:{port}/?api_key={api_key}", base, api_key
-        )
+        yield start_accelerate(gateways, log_dir, "--workers", "2")
     finally:
-        terminate(process)
-
-
-def wait_for(
-    ready: Callable[[], bool], process: subprocess.Popen[Any], log_path: Path, seconds: float = 60
-) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the endpoint exited at start-up:\n{log_path.read_text()}")
-        try:
-            if ready():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the endpoint did not answer within {seconds} s:\n{log_path.read_text()}")
+        gateways.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -398,20 +292,21 @@ def test_upsert_creates_then_updates(queries: dict[str, Any]) -> None:
     assert queries["stored"]["names"]["up@example.com"] == "second"
 
 
-def test_a_unique_violation_is_p2002_with_the_constraint_in_its_meta(
+def test_a_unique_violation_is_p2002_with_the_fields_in_its_meta(
     queries: dict[str, Any],
 ) -> None:
+    """As Prisma's Neon adapter (the companion's) maps 23505: the fields, read off the
+    error's detail, and the table (Prisma's pg adapter names the constraint instead)."""
     duplicate = queries["duplicate"]
     assert (duplicate["name"], duplicate["code"]) == ("PrismaClientKnownRequestError", "P2002")
-    assert (
-        "Unique constraint failed on the constraint: `accel_author_email_key`"
-        in (duplicate["message"])
-    )
+    assert "Unique constraint failed on the fields: (`email`)" in duplicate["message"]
     assert duplicate["meta"]["modelName"] == "Author"
     cause = duplicate["meta"]["driverAdapterError"]["cause"]
     assert cause["kind"] == "UniqueConstraintViolation"
     assert cause["originalCode"] == "23505"
-    assert cause["constraint"] == {"index": "accel_author_email_key"}
+    assert cause["constraint"] == {"fields": ["email"]}
+    assert cause["table"] == "accel_author"
+    assert "accel_author_email_key" in cause["originalMessage"]
 
 
 def test_raw_queries_take_parameters_and_answer_typed_values(queries: dict[str, Any]) -> None:
