@@ -24,6 +24,7 @@ import pytest
 from devstack import node_toolchain
 from devstack.postgres import EmbeddedPostgres
 from tests.support.accelerate import AccelerateEndpoint, start_accelerate
+from tests.support.certificates import Certificates
 from tests.support.services import (
     APP_DATABASE,
     APP_PASSWORD,
@@ -121,7 +122,13 @@ def unsupported_client(prisma_client: Path, tmp_path_factory: pytest.TempPathFac
 Pauses = dict[str, Callable[[], None]]
 
 
-def run_script(script: str, url: str, client: Path, pauses: Pauses | None = None) -> dict[str, Any]:
+def run_script(
+    script: str,
+    url: str,
+    client: Path,
+    pauses: Pauses | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run accelerate_client/`script`; at each `{"pause": step}` line it prints, do
     `pauses[step]` and let it go on. Returns the JSON document it prints last."""
     config = json.dumps({"url": url, "client": str(client)})
@@ -132,7 +139,7 @@ def run_script(script: str, url: str, client: Path, pauses: Pauses | None = None
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=node_toolchain.environment({**os.environ, **quiet_prisma()}),
+        env=node_toolchain.environment({**os.environ, **quiet_prisma(), **(env or {})}),
     )
     assert process.stdin is not None and process.stdout is not None
     last: dict[str, Any] = {}
@@ -390,6 +397,29 @@ def test_every_type_comes_back_as_the_value_and_the_type_that_was_written(
     assert types["returned"] == expected  # what create answers
     assert types["read"] == expected  # what a later read answers
     assert types["docsEqual"] == [True, True]
+
+
+def test_a_prisma_url_reaches_the_face_over_the_gateways_tls(
+    postgres: EmbeddedPostgres, prisma_client: Path, tmp_path: Path
+) -> None:
+    """`prisma://HOST/?api_key=KEY` is https: the same listener, the same certificate."""
+    certificates = Certificates(tmp_path)
+    gateways = GatewayFactory(postgres, tmp_path)
+    try:
+        tls = start_accelerate(
+            gateways,
+            tmp_path,
+            *("--tls-cert", str(certificates.cert), "--tls-key", str(certificates.key)),
+            ca_file=str(certificates.ca_file),
+        )
+        fresh_tables(postgres)
+        url = f"prisma://localhost:{tls.port}/?api_key={tls.api_key}"
+        trusted = {"NODE_EXTRA_CA_CERTS": str(certificates.ca_file)}
+        output = run_script("types.mjs", url, prisma_client, env=trusted)
+    finally:
+        gateways.stop_all()
+    assert output["docsEqual"] == [True, True]
+    assert [row["label"] for row in output["read"]] == ["max", "min"]
 
 
 def test_every_type_is_stored_exactly(types: dict[str, Any]) -> None:

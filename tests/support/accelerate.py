@@ -48,7 +48,11 @@ def keys_line(key: str, user: str = APP_USER, password: str = APP_PASSWORD) -> s
 
 
 def start_accelerate(
-    gateways: GatewayFactory, folder: Path, *options: str, extra_lines: tuple[str, ...] = ()
+    gateways: GatewayFactory,
+    folder: Path,
+    *options: str,
+    extra_lines: tuple[str, ...] = (),
+    ca_file: str | None = None,
 ) -> AccelerateEndpoint:
     """A gateway with one Accelerate key for the app role (and `extra_lines`), its
     companion run by the project's Node.js on the project's node_modules."""
@@ -64,5 +68,6 @@ def start_accelerate(
         "--accelerate-node-modules",
         str(node_toolchain.ROOT / "node_modules"),
         *options,
+        ca_file=ca_file,
     )
     return AccelerateEndpoint(gateway, key)
