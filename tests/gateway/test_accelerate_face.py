@@ -495,3 +495,20 @@ def test_the_request_log_names_accelerate_calls_and_never_the_key(
     assert any(
         line.get("path") == "/connection-info" and line.get("status") == 200 for line in lines
     )
+
+
+def test_past_the_connection_bound_a_query_waits_its_turn_then_is_told_to_retry(
+    gateways: GatewayFactory, tmp_path: Path
+) -> None:
+    own = start_accelerate(
+        gateways, tmp_path, "--workers", "1", "--pool-size", "2", "--acquire-timeout", "1"
+    )
+    with httpx.Client(base_url=own.base, headers=own.headers(), timeout=60) as client:
+        tx = client.post("/transaction/start", json={"timeout": 20_000}).json()["id"]
+        assert rows(client.post(f"/transaction/{tx}/query", json=raw("SELECT 1"))) == [[1]]
+        # the companion's one session (half of --pool-size 2) is the transaction's
+        waited = client.post("/query", json=raw("SELECT 2"))
+        refusal(waited, 503, "P6008")
+        assert waited.headers["Retry-After"] == "1"
+        assert client.post(f"/transaction/{tx}/commit").status_code == 200
+        assert rows(client.post("/query", json=raw("SELECT 3"))) == [[3]]

@@ -207,9 +207,22 @@ function failure(error, headers) {
       error: said(`the database could not be reached through the pool: ${cause.message ?? cause.kind ?? error.message}`),
     }, { 'retry-after': '1' });
   }
+  if (isConnectionFailure(error)) {
+    return new Answer(503, {
+      code: 'P6008',
+      error: said(`no connection to the database in time: ${error.message}`),
+    }, { 'retry-after': '1' });
+  }
   // what is left comes from a plan the interpreter could not follow (a node type it does
   // not know, a parameter of the wrong type): the client's request, not the server
   return new Answer(400, { code: 'P6005', error: said(`the query plan could not be run: ${error?.message ?? error}`) });
+}
+
+// Neon's Pool (pg-pool) and its WebSocket: a full pool, a worker's socket gone, a session cut
+const CONNECTION_MESSAGES = /timeout exceeded when trying to connect|Connection terminated|WebSocket/i;
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+function isConnectionFailure(error) {
+  return CONNECTION_CODES.has(error?.code) || CONNECTION_MESSAGES.test(String(error?.message ?? ''));
 }
 
 const server = http.createServer((request, response) => {
