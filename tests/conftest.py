@@ -8,6 +8,7 @@ import pytest
 
 from devstack.migrate import apply_schema
 from devstack.postgres import EmbeddedPostgres
+from tests.support.accelerate import AccelerateEndpoint, accelerate_endpoint
 from tests.support.services import (
     APP_DATABASE,
     APP_PASSWORD,
@@ -60,3 +61,12 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def accelerate(
+    postgres: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AccelerateEndpoint]:
+    """poolgate's Accelerate face for Prisma's client (one per module that asks)."""
+    with accelerate_endpoint(postgres, tmp_path_factory.mktemp("accelerate-logs")) as endpoint:
+        yield endpoint

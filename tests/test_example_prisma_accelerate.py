@@ -25,22 +25,14 @@ import pytest
 
 from devstack import node_toolchain
 from devstack.postgres import EmbeddedPostgres
-from tests.gateway.test_prisma_accelerate import accelerate_endpoint, generate_client
 from tests.support.accelerate import AccelerateEndpoint
+from tests.support.node import node_eval
+from tests.support.prisma import generate_client
 from tests.support.services import APP_DATABASE, APP_PASSWORD, APP_USER, free_port, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "prisma-accelerate"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@pytest.fixture(scope="module")
-def accelerate(
-    postgres: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AccelerateEndpoint]:
-    """The same endpoint as test_prisma_accelerate.py's fixture of this name."""
-    with accelerate_endpoint(postgres, tmp_path_factory.mktemp("accelerate-logs")) as endpoint:
-        yield endpoint
 
 
 @pytest.fixture(scope="module")
@@ -126,15 +118,7 @@ def stored_logs(postgres: EmbeddedPostgres) -> list[tuple[Any, ...]]:
 
 def test_the_pinned_workerd_supports_the_examples_compatibility_date() -> None:
     wanted = str(tomllib.loads((EXAMPLE / "wrangler.toml").read_text())["compatibility_date"])
-    newest = subprocess.run(
-        [node_toolchain.node(), "-e", "console.log(require('workerd').compatibilityDate)"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
-    assert wanted <= newest
+    assert wanted <= node_eval("console.log(require('workerd').compatibilityDate)")
 
 
 def test_the_example_starts_under_workerd_offline(worker: str) -> None:

@@ -17,6 +17,7 @@ import pytest
 from pywrangler.utils import MIN_WRANGLER_VERSION
 
 from devstack import node_toolchain
+from tests.support.node import node_eval
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -33,17 +34,6 @@ def package_json(name: str) -> dict[str, object]:
 
 def version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
-
-
-def node_eval(script: str) -> str:
-    return subprocess.run(
-        [node_toolchain.node(), "-e", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
 
 
 def test_the_pinned_workerd_supports_the_workers_compatibility_date() -> None:

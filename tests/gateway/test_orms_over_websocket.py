@@ -18,6 +18,7 @@ import pytest
 
 from devstack import node_toolchain
 from devstack.postgres import EmbeddedPostgres
+from tests.support.prisma import generate_client, quiet_prisma
 from tests.support.services import (
     Gateway,
     GatewayFactory,
@@ -79,16 +80,11 @@ def run_orm_client(script: str, gateway: Gateway, **extra: Any) -> dict[str, Any
         capture_output=True,
         text=True,
         timeout=120,
-        env=node_toolchain.environment({**os.environ, **_quiet_prisma()}),
+        env=node_toolchain.environment({**os.environ, **quiet_prisma()}),
     )
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     output: dict[str, Any] = json.loads(result.stdout)
     return output
-
-
-def _quiet_prisma() -> dict[str, str]:
-    """No update check or telemetry from Prisma's CLI and client (the tests run offline)."""
-    return {"CHECKPOINT_DISABLE": "1", "PRISMA_HIDE_UPDATE_MESSAGE": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -120,20 +116,9 @@ def prisma_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("prisma")
     for name in ("schema.prisma", "prisma.config.ts"):
         shutil.copy(PRISMA_DIR / name, folder / name)
-    (folder / "node_modules").symlink_to(node_toolchain.ROOT / "node_modules")
-    cli = node_toolchain.ROOT / "node_modules" / "prisma" / "build" / "index.js"
-    env = {**_quiet_prisma(), "PRISMA_SCHEMA_ENGINE_BINARY": "/bin/false"}
-    result = subprocess.run(
-        [node_toolchain.node(), str(cli), "generate"],  # prisma.config.ts names the schema
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=node_toolchain.environment({**os.environ, **env}),
-    )
-    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    generate_client(folder)
     client = folder / "generated" / "client.ts"
-    assert client.is_file(), result.stdout
+    assert client.is_file()
     return client
 
 

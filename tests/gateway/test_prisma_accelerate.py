@@ -13,8 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from devstack import node_toolchain
 from devstack.postgres import EmbeddedPostgres
 from tests.support.accelerate import AccelerateEndpoint, start_accelerate
 from tests.support.certificates import Certificates
+from tests.support.prisma import generate_client, quiet_prisma
 from tests.support.services import (
     APP_DATABASE,
     APP_PASSWORD,
@@ -41,55 +41,7 @@ GENERATED_VERSION = "7.10.1"
 UNSUPPORTED_VERSION = "7.99.0"
 
 
-@contextmanager
-def accelerate_endpoint(postgres: EmbeddedPostgres, log_dir: Path) -> Iterator[AccelerateEndpoint]:
-    """poolgate with its Accelerate face (a key for the app role, its companion on the
-    project's Node.js), serving the app database for as long as the block runs. One
-    worker: with --cache memory each worker has its own entries, and a client's
-    connections may reach either, so a second read could miss where the tests expect a
-    hit (test_accelerate_face.py runs two workers, on one kept connection)."""
-    gateways = GatewayFactory(postgres, log_dir)
-    try:
-        yield start_accelerate(gateways, log_dir, "--workers", "1")
-    finally:
-        gateways.stop_all()
-
-
-@pytest.fixture(scope="module")
-def accelerate(
-    postgres: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AccelerateEndpoint]:
-    with accelerate_endpoint(postgres, tmp_path_factory.mktemp("accelerate-logs")) as endpoint:
-        yield endpoint
-
-
 # --- the client ---
-
-
-def quiet_prisma() -> dict[str, str]:
-    """No update check or telemetry from Prisma's CLI and client (the tests run offline)."""
-    return {"CHECKPOINT_DISABLE": "1", "PRISMA_HIDE_UPDATE_MESSAGE": "1"}
-
-
-def generate_client(folder: Path, cli_package: str = "prisma") -> None:
-    """`prisma generate` in `folder` (a copy of a prisma/ folder), offline, by the CLI of
-    `cli_package` (package.json has the other supported version as `prisma-7.10.0`).
-
-    The folder links the project's node_modules, where the generated code finds
-    @prisma/client's runtime. `PRISMA_SCHEMA_ENGINE_BINARY=/bin/false`: generate would
-    download the schema engine, which it does not need (no migrations here)."""
-    (folder / "node_modules").symlink_to(node_toolchain.ROOT / "node_modules")
-    cli = node_toolchain.ROOT / "node_modules" / cli_package / "build" / "index.js"
-    env = {**quiet_prisma(), "PRISMA_SCHEMA_ENGINE_BINARY": "/bin/false"}
-    result = subprocess.run(
-        [node_toolchain.node(), str(cli), "generate"],  # prisma.config.ts names the schema
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=node_toolchain.environment({**os.environ, **env}),
-    )
-    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
 
 
 def generated_client(folder: Path, cli_package: str = "prisma") -> Path:

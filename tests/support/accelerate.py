@@ -4,11 +4,14 @@ that face and of Prisma's client against it."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from devstack import node_toolchain
+from devstack.postgres import EmbeddedPostgres
 from tests.support.services import APP_DATABASE, APP_PASSWORD, APP_USER, Gateway, GatewayFactory
 
 SUPPORTED_CLIENT = "7.10.1"  # what `prisma generate` (the CLI in package.json) writes
@@ -71,3 +74,17 @@ def start_accelerate(
         ca_file=ca_file,
     )
     return AccelerateEndpoint(gateway, key)
+
+
+@contextmanager
+def accelerate_endpoint(postgres: EmbeddedPostgres, log_dir: Path) -> Iterator[AccelerateEndpoint]:
+    """poolgate with its Accelerate face, serving the app database for as long as the
+    block runs, for Prisma's client. One worker: with --cache memory each worker has its
+    own entries, and a client's connections may reach either, so a second read could
+    miss where the tests expect a hit (test_accelerate_face.py runs two workers, on one
+    kept connection)."""
+    gateways = GatewayFactory(postgres, log_dir)
+    try:
+        yield start_accelerate(gateways, log_dir, "--workers", "1")
+    finally:
+        gateways.stop_all()
