@@ -7,10 +7,7 @@ supervision. A real gateway (two workers), its companion and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +19,7 @@ import pytest
 
 from devstack.postgres import EmbeddedPostgres
 from tests.support.accelerate import AccelerateEndpoint, keys_line, start_accelerate
-from tests.support.services import (
-    APP_USER,
-    GatewayFactory,
-    make_app_url,
-)
+from tests.support.services import APP_USER, GatewayFactory, make_app_url, run_serve
 
 TABLE = "accelerate_face_item"
 SQL_API_KEY = "sql-key-0123456789abcdef"
@@ -463,23 +456,9 @@ def test_a_keys_file_that_cannot_be_used_stops_the_gateway_with_a_reason(
 ) -> None:
     keys = tmp_path / "keys"
     keys.write_text(lines + "\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "poolgate.cli",
-            "serve",
-            "--upstream",
-            postgres.upstream_url,
-            "--api-keys",
-            SQL_API_KEY,
-            "--accelerate-keys-file",
-            str(keys),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ},
+    result = run_serve(
+        *("--upstream", postgres.upstream_url, "--api-keys", SQL_API_KEY),
+        *("--accelerate-keys-file", str(keys)),
     )
     assert result.returncode == 2, result.stderr
     assert fragment in result.stderr

@@ -11,20 +11,7 @@ import httpx
 import pytest
 
 from devstack.postgres import EmbeddedPostgres
-from tests.support.services import free_port
-
-
-def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "poolgate.cli", "serve", *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("POOLGATE_")},
-            **(env or {}),
-        },
-    )
+from tests.support.services import free_port, run_serve
 
 
 @pytest.mark.parametrize(

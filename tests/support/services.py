@@ -346,3 +346,18 @@ def start_redis(directory: Path, port: int | None = None) -> tuple[str, subproce
         assert time.monotonic() < deadline and process.poll() is None, "redis did not start"
         time.sleep(0.05)
     return f"redis://127.0.0.1:{port}/0", process
+
+
+def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`poolgate serve ARGS` run to its end (a refusal, say), without POOLGATE_* settings
+    from the test's own environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "poolgate.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("POOLGATE_")},
+            **(env or {}),
+        },
+    )
