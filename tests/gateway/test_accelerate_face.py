@@ -47,6 +47,8 @@ def endpoint(
         "5",
         "--max-request-bytes",
         "200000",
+        "--max-response-bytes",
+        "5000000",
         extra_lines=(f"{keys_line(NO_INVALIDATION_KEY)} model-invalidation=off",),
     )
 
@@ -235,6 +237,15 @@ def test_a_parameter_of_the_wrong_type_is_a_prisma_error_not_a_server_error(
 def test_a_body_over_the_size_limit_is_refused(client: httpx.Client) -> None:
     answer = client.post("/query", content=b'{"x": "' + b"a" * 300_000 + b'"}')
     refusal(answer, 413, "P6005")
+
+
+def test_a_large_result_comes_back_whole_and_one_past_the_limit_is_refused(
+    client: httpx.Client,
+) -> None:
+    assert rows(client.post("/query", json=raw("SELECT repeat('x', 3000000) AS s"))) == [
+        ["x" * 3_000_000]
+    ]
+    refusal(client.post("/query", json=raw("SELECT repeat('x', 6000000) AS s")), 507, "P6009")
 
 
 def test_a_statement_past_the_statement_timeout_is_cancelled_with_a_prisma_error(

@@ -179,9 +179,18 @@ class AccelerateFace:
         wants = protocol.cache_request(headers)
         if wants.wanted and not touched.writes and self._cache is not None:
             return await self._cached(tenant, plan, touched, wants, body, deadline)
-        response = await self._call(tenant, "query", body, {}, deadline)
-        if touched.writes and tenant.model_invalidation:
-            await self._drop(tenant, _write_tags(touched), response)
+        if not (touched.writes and tenant.model_invalidation):
+            response = await self._call(tenant, "query", body, {}, deadline)
+            response.headers["accelerate-cache-status"] = "none"
+            return response
+        try:
+            response = await self._call(tenant, "query", body, {}, deadline)
+        except (CompanionAnswer, OutcomeUnknown, Unavailable):
+            # refused, or cut off: whether it wrote is not certain, so its tables' reads
+            # go anyway (a plan's writes are one transaction: all of them or none)
+            await self._drop(tenant, _write_tags(touched), None)
+            raise
+        await self._drop(tenant, _write_tags(touched), response)
         response.headers["accelerate-cache-status"] = "none"
         return response
 
@@ -227,13 +236,22 @@ class AccelerateFace:
         self, tenant: Tenant, action: str, transaction_id: str, deadline: float
     ) -> web.Response:
         extra = {"poolgate-transaction": transaction_id}
-        response = await self._call(tenant, action, b"", extra, deadline)
+        try:
+            response = await self._call(tenant, action, b"", extra, deadline)
+        except (OutcomeUnknown, Unavailable):
+            # a commit whose outcome is unknown: what it wrote is the companion's to say,
+            # and it did not, so every table-keyed read of the tenant goes
+            if action == "commit" and tenant.model_invalidation:
+                await self._drop(tenant, (MODELS_TAG,), None)
+            raise
         written = response.headers.pop("poolgate-written", "")
         if written and tenant.model_invalidation:
             await self._drop(tenant, tuple(written.split(",")), response)
         return response
 
-    async def _drop(self, tenant: Tenant, tags: tuple[str, ...], response: web.Response) -> None:
+    async def _drop(
+        self, tenant: Tenant, tags: tuple[str, ...], response: web.Response | None
+    ) -> None:
         """After a write committed: its tables' cached reads, before the client hears of
         it. A store that cannot be reached is reported, never an error (the write stands)."""
         if self._cache is None:
@@ -241,7 +259,8 @@ class AccelerateFace:
         try:
             await self._cache.invalidate(_scoped(tenant, tags))
         except CacheUnavailable:
-            response.headers["poolgate-invalidate-status"] = "failed"
+            if response is not None:
+                response.headers["poolgate-invalidate-status"] = "failed"
 
     async def _invalidate(self, tenant: Tenant, body: bytes) -> web.Response:
         tags = protocol.invalidation_tags(protocol.json_body(body))
@@ -271,9 +290,7 @@ class AccelerateFace:
                 async with self._client().post(
                     "http://companion/", data=body, headers=headers
                 ) as reply:
-                    answer = await reply.content.read(self._settings.max_response_bytes + 1)
-                    if len(answer) > self._settings.max_response_bytes:
-                        raise ResponseTooLarge(self._settings.max_response_bytes)
+                    answer = await _body_within(reply, self._settings.max_response_bytes)
                     kept = {
                         name: value
                         for name, value in reply.headers.items()
@@ -298,6 +315,18 @@ class AccelerateFace:
                 auto_decompress=False,
             )
         return self._session
+
+
+async def _body_within(reply: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The companion's whole answer, or ResponseTooLarge past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in reply.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _table_tag(table: str) -> str:
