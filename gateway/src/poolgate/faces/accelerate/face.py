@@ -44,6 +44,7 @@ from poolgate.core.errors import (
     ResponseTooLarge,
     RouteNotFound,
     TooManyLogins,
+    TransactionExpired,
     Unauthorized,
     Unavailable,
 )
@@ -62,6 +63,8 @@ _CALLS = ("query", "commit", "rollback")  # POST /transaction/<id>/<call>
 _RELAYED_HEADERS = ("prisma-transaction-id", "poolgate-written", "retry-after")
 
 BodyReader = Callable[[], Awaitable[bytes]]
+# the request, its body (read already), and the holder: (replica, worker)
+Forward = Callable[[web.BaseRequest, bytes, str, int], Awaitable[web.Response]]
 
 
 class CompanionAnswer(Exception):
@@ -101,6 +104,10 @@ class AccelerateFace:
         self._cache = cache
         self._throttle = throttle
         self._session: aiohttp.ClientSession | None = None
+        # with --advertise-url (see serving): this replica's name and worker, in every
+        # transaction id it hands out, and how a call is sent to the replica holding one
+        self.replica: tuple[str, int] | None = None
+        self.forward: Forward | None = None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -137,17 +144,46 @@ class AccelerateFace:
             return await self._call(tenant, "info", b"", {}, deadline)
         body = await read_body()
         if path == "/transaction/start":
-            protocol.transaction_options(protocol.json_body(body) if body.strip() else {})
-            return await self._call(tenant, "start", body, {}, deadline)
+            return await self._start(request, tenant, body, deadline)
         transaction_id = None
         if is_call:
-            transaction_id = parts[2]
-            if not protocol.TRANSACTION_ID.match(transaction_id):
-                raise RouteNotFound("not found: no such transaction id")
+            transaction_id = self._own(parts[2]).companion
             if parts[3] != "query":  # commit, rollback: no body to speak of
                 return await self._finish(tenant, parts[3], transaction_id, deadline)
         payload = protocol.json_body(body)
         return await self._query(request.headers, tenant, transaction_id, body, payload, deadline)
+
+    def _own(self, text: str) -> protocol.TransactionId:
+        """A transaction id this replica holds (the replicas' front forwards the others)."""
+        parsed = protocol.transaction_id(text)
+        if parsed is None:
+            raise RouteNotFound("not found: no such transaction id")
+        if parsed.replica is not None and (
+            self.replica is None or parsed.replica != self.replica[0]
+        ):
+            raise TransactionExpired()  # a replica that is gone, or one this one is not
+        return parsed
+
+    async def _start(
+        self, request: web.BaseRequest, tenant: Tenant, body: bytes, deadline: float
+    ) -> web.Response:
+        """A transaction, or (`newTxId`) a savepoint in one, which only its holder has."""
+        payload = protocol.json_body(body) if body.strip() else {}
+        protocol.transaction_options(payload)
+        if isinstance(payload.get("newTxId"), str):
+            outer = protocol.transaction_id(payload["newTxId"])
+            assert outer is not None  # checked by transaction_options
+            mine = self.replica is not None and outer.replica == self.replica[0]
+            if outer.replica is not None and not mine:
+                if self.forward is None:
+                    raise TransactionExpired()
+                return await self.forward(request, body, outer.replica, outer.worker)
+            body = json.dumps({**payload, "newTxId": outer.companion}).encode()
+        started = await self._call(tenant, "start", body, {}, deadline)
+        if self.replica is None:
+            return started
+        named = str(protocol.TransactionId(json.loads(started.body)["id"], *self.replica))  # type: ignore[arg-type]
+        return web.json_response({"id": named}, headers={"Prisma-Transaction-Id": named})
 
     async def _tenant(self, request: web.BaseRequest) -> Tenant:
         """The key's tenant; a wrong key is counted against the caller's address."""
@@ -353,6 +389,7 @@ _CODES: dict[type[GatewayError], str] = {
     ResponseTooLarge: "P6009",
     Unavailable: "P6008",
     OutcomeUnknown: "P6004",
+    TransactionExpired: "P2028",  # its replica is gone: rolled back with its connection
 }
 
 

@@ -24,7 +24,9 @@ MAX_PLAN_DEPTH = 256  # nesting of the JSON body; real plans stay far below
 ISOLATION_LEVELS = frozenset(
     {"READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SNAPSHOT", "SERIALIZABLE"}
 )
-TRANSACTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# the companion's id (Prisma's TransactionManager: a UUID), with --advertise-url behind
+# the worker and replica holding it, as poolgate's own transaction ids name theirs
+TRANSACTION_ID = re.compile(r"^(?:([0-9]{1,3})\.([0-9a-f]{12})\.)?([A-Za-z0-9_-]{1,128})$")
 _TAG = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 MAX_TAGS = 32
 MAX_SECONDS = 365 * 24 * 3600
@@ -127,6 +129,26 @@ def query_plan(payload: dict[str, Any]) -> QueryPlan:
     ):
         raise InvalidRequest('"comments" must map names to strings')
     return QueryPlan(plan, params)
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionId:
+    companion: str  # the id the companion knows it by
+    replica: str | None = None  # with --advertise-url: the replica holding it
+    worker: int = 0  # and the worker of that replica that registered it
+
+    def __str__(self) -> str:
+        if self.replica is None:
+            return self.companion
+        return f"{self.worker}.{self.replica}.{self.companion}"
+
+
+def transaction_id(text: str) -> TransactionId | None:
+    match = TRANSACTION_ID.match(text)
+    if match is None:
+        return None
+    worker, replica, companion = match.groups()
+    return TransactionId(companion, replica, int(worker or 0))
 
 
 def transaction_options(payload: dict[str, Any]) -> None:
