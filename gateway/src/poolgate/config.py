@@ -58,6 +58,7 @@ class Settings:
     accelerate_keys: AccelerateKeys | None = None  # Prisma Accelerate's face, when set
     accelerate_node: str = "node"  # the Node.js that runs its companion
     accelerate_node_modules: str = ""  # where the companion's packages are
+    advertise_url: str | None = None  # where other replicas reach this one (see replicas)
 
     @property
     def request_deadline(self) -> float:
@@ -205,6 +206,13 @@ _OPTIONS = (
         "may use, at most --pool-size); --pool-size and --max-connections are split between "
         "them, so the bounds hold for the gateway as a whole",
     ),
+    (
+        "--advertise-url",
+        "POOLGATE_ADVERTISE_URL",
+        "this replica's own address as its other replicas can reach it (http(s)://host:port,"
+        " not the load balancer's): with --cache redis://..., replicas register there and"
+        " forward a call on an interactive transaction to the replica holding it",
+    ),
 )
 MIN_API_KEY_LENGTH = 16
 _ACCELERATE_OPTIONS = (
@@ -308,6 +316,10 @@ def parse_settings(
         raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
     if settings.tls_cert:
         server_tls_context(settings)  # a missing file or a key that does not match stops here
+    if args.advertise_url is not None:
+        settings = replace(
+            settings, advertise_url=parse_advertise_url(args.advertise_url, settings)
+        )
     return settings
 
 
@@ -361,6 +373,37 @@ def _nearest_node_modules() -> str:
         if parent == here:
             return ""
         here = parent
+
+
+def parse_advertise_url(value: str, settings: Settings) -> str:
+    """`--advertise-url`: an origin (scheme, host, port) this replica serves, and a Redis
+    shared with its other replicas: they find each other there, and a query cache in
+    each process (--cache memory) would go on serving what another replica's write
+    invalidated."""
+    if not settings.cache.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"--advertise-url needs --cache redis://... (got --cache {settings.cache}): replicas"
+            " find each other in the Redis they share, and a cache of each replica's own"
+            " (memory) would not see the invalidations of the others' writes"
+        )
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"--advertise-url is not a valid URL: {exc}") from None
+    scheme = "https" if settings.tls_cert else "http"
+    if parts.scheme != scheme:
+        raise ConfigError(
+            f"--advertise-url must be an {scheme}:// URL: this gateway serves "
+            f"{'HTTPS (--tls-cert)' if settings.tls_cert else 'plain HTTP (no --tls-cert)'},"
+            f" got {value!r}"
+        )
+    extra = parts.username or parts.password or parts.query or parts.fragment
+    if not parts.hostname or port is None or parts.path not in ("", "/") or extra:
+        raise ConfigError(
+            f"--advertise-url must be {scheme}://host:port, nothing more, got {value!r}"
+        )
+    return f"{scheme}://{parts.netloc}"
 
 
 def server_tls_context(settings: Settings) -> ssl.SSLContext:

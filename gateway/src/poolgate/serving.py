@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import signal
-from pathlib import Path
 
 import uvloop
 from aiohttp import web
@@ -16,27 +15,40 @@ from poolgate.config import Settings, server_tls_context
 from poolgate.faces.accelerate.companion_process import worker_socket
 from poolgate.faces.neon_http.app import Gateway, answer_unparsable
 from poolgate.faces.neon_http.json_server import JsonErrorServer
+from poolgate.replicas import Replicas, new_name
 from poolgate.siblings import Siblings
+from poolgate.supervisor import WorkerIdentity
 
 
-def run(settings: Settings, worker: tuple[int, Path] | None) -> None:
-    """Serve until SIGINT or SIGTERM; `worker`: this process's index among the workers
-    and the directory of their sockets, when a supervisor started it."""
+def run(settings: Settings, worker: WorkerIdentity | None) -> None:
+    """Serve until SIGINT or SIGTERM; `worker`: this process's place among the workers,
+    when a supervisor started it."""
     siblings = None
+    replica = None
     if worker is not None:
-        index, directory = worker
-        settings = settings.for_worker(index)
-        siblings = Siblings(directory, index, settings.workers)
-    uvloop.run(serve(settings, siblings))
+        settings = settings.for_worker(worker.index)
+        siblings = Siblings(worker.directory, worker.index, settings.workers)
+        replica = worker.replica
+    uvloop.run(serve(settings, siblings, replica))
 
 
-async def serve(settings: Settings, siblings: Siblings | None = None) -> None:
+async def serve(
+    settings: Settings, siblings: Siblings | None = None, replica: str | None = None
+) -> None:
     """Serve until SIGINT or SIGTERM, then finish in-flight requests and close the pools.
-    With `siblings`, this is one of several workers sharing the port."""
+    With `siblings`, this is one of several workers sharing the port; `replica`: the name
+    they share (with --advertise-url)."""
     gateway = Gateway(settings, siblings=siblings)
+    replicas = None
+    if settings.advertise_url is not None:
+        index = siblings.index if siblings is not None else 0
+        replicas = Replicas(settings, replica or new_name(), index, gateway.handle)
+        gateway.service.transactions.id_prefix += f"{replicas.name}."
     await gateway.start()
+    if replicas is not None:
+        await replicas.start()
     server = JsonErrorServer(
-        gateway.handle,
+        replicas.handle if replicas is not None else gateway.handle,
         answer_parse_error=answer_unparsable,
         handler_cancellation=True,  # a client that hangs up cancels its request
         access_log=None,
@@ -75,6 +87,8 @@ async def serve(settings: Settings, siblings: Siblings | None = None) -> None:
         # WebSocket sessions never end by themselves: told first (57P01), so the server's
         # shutdown does not wait its whole timeout for them
         await gateway.sessions.close()
+        if replicas is not None:  # its transactions have ended (or a signal cut them short)
+            await replicas.deregister()
         if stopping.now.is_set():  # a second signal: in-flight requests end now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runner.cleanup(), 0.1)
@@ -82,6 +96,8 @@ async def serve(settings: Settings, siblings: Siblings | None = None) -> None:
             await runner.cleanup()
         if companion_runner is not None:
             await companion_runner.cleanup()
+        if replicas is not None:
+            await replicas.close()
         await gateway.close()
 
 

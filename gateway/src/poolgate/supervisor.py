@@ -23,26 +23,35 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from poolgate.config import ConfigError, Settings
 
-WORKER_ENV = "POOLGATE_WORKER"  # "<index>:<supervisor pid>:<directory of the sockets>"
+# "<index>:<supervisor pid>:<replica name>:<directory of the sockets>"
+WORKER_ENV = "POOLGATE_WORKER"
 INVALID_CONFIGURATION = 2  # a worker's exit status for settings it refused
 RESTARTS_ALLOWED = 5  # within RESTART_WINDOW seconds, before the supervisor gives up
 RESTART_WINDOW = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
-def worker_identity() -> tuple[int, Path] | None:
-    """This process's worker index and sibling directory, if a supervisor started it;
-    from then on the worker dies with its supervisor."""
+@dataclass(frozen=True, slots=True)
+class WorkerIdentity:
+    index: int
+    directory: Path  # of the siblings' sockets
+    replica: str  # the name all workers of this start share (see replicas)
+
+
+def worker_identity() -> WorkerIdentity | None:
+    """This process's place among the workers, if a supervisor started it; from then on
+    the worker dies with its supervisor."""
     value = os.environ.get(WORKER_ENV)
     if not value:
         return None
-    index, supervisor, directory = value.split(":", 2)
+    index, supervisor, replica, directory = value.split(":", 3)
     _die_with(int(supervisor))
-    return int(index), Path(directory)
+    return WorkerIdentity(int(index), Path(directory), replica)
 
 
 def _die_with(supervisor: int) -> None:
@@ -88,6 +97,7 @@ class Supervisor:
         self.directory = Path(
             os.environ.get("TMPDIR", "/tmp"), f"poolgate-{os.getpid()}-{os.urandom(4).hex()}"
         )
+        self.replica = os.urandom(6).hex()  # a new name at every start: see replicas
         self.workers: dict[int, int] = {}  # index -> pid
         self.companion: int | None = None  # the Accelerate companion's pid, if it runs
         self._companion_stdin: int | None = None
@@ -100,7 +110,7 @@ class Supervisor:
         self.workers[index] = os.posix_spawn(
             sys.executable,
             [sys.executable, "-m", "poolgate.cli", "serve", *self.argv],
-            {**os.environ, WORKER_ENV: f"{index}:{os.getpid()}:{self.directory}"},
+            {**os.environ, WORKER_ENV: f"{index}:{os.getpid()}:{self.replica}:{self.directory}"},
         )
 
     def _stop_all(self, signum: int, frame: object = None) -> None:

@@ -4,9 +4,10 @@ transactions").
 
 - The connection is taken from the (user, database) pool, so it counts against
   `--pool-size`, and no other request uses it until the transaction ends.
-- An id is 192 random bits (with the owning worker's index in front, see app); it is
-  bound to the credentials that opened it: another password, user or database gets the
-  same 404 as an unknown id.
+- An id is 192 random bits behind `id_prefix` (the owning worker's index, see app, and
+  with --advertise-url the replica's name, see replicas); it is bound to the
+  credentials that opened it: another password, user or database gets the same 404 as
+  an unknown id.
 - One call at a time (409 for a second); a statement that fails leaves the transaction
   aborted, as Postgres does (then only rollback works, commit answers 25P02).
 - Expiry: past its timeout an idle transaction is rolled back and its connection goes
@@ -139,7 +140,7 @@ class Transactions:
     ) -> None:
         self._settings = settings
         self._pools = pools
-        self._prefix = id_prefix
+        self.id_prefix = id_prefix
         self._on_end = on_end
         self._secret = os.urandom(32)
         self._open: dict[str, _Open] = {}
@@ -176,7 +177,7 @@ class Transactions:
             if isinstance(exc, TimeoutError):
                 raise OutcomeUnknown("the database did not answer BEGIN in time") from None
             raise
-        transaction_id = self._prefix + secrets.token_urlsafe(24)
+        transaction_id = self.id_prefix + secrets.token_urlsafe(24)
         expires_at = datetime.now(UTC) + timedelta(seconds=options.timeout)
         opened = _Open(
             self._owner(credentials),

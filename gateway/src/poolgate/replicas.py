@@ -1,0 +1,326 @@
+"""The other replicas of one gateway (separate hosts behind a load balancer), found in
+Redis and reached over HTTP(S).
+
+With `--advertise-url URL` and `--cache redis://...` (the Redis every replica shares):
+
+- every worker of a replica registers `poolgate:replica:<name>:<worker>` -> URL in
+  Redis, renews it every HEARTBEAT seconds with an expiry of EXPIRY, and deletes it when
+  it stops, once its transactions have ended (a replica that dies drops out by the
+  expiry). `<name>` is new at every start, so a restarted replica is never taken for
+  the one before it;
+- an interactive transaction's id names the worker and the replica holding it:
+  `<worker>.<replica>.<192 random bits>`;
+- a call on a transaction that reaches another replica is forwarded to the holder's
+  URL, one hop: the request as the client sent it (the holder checks its credentials
+  and API key; TLS applies as to any client), on a connection of its own, and the answer
+  is relayed unchanged. A client that hangs up closes that connection, which cancels the
+  call at the holder (as between workers, see siblings);
+- a holder that is not registered, cannot be connected to, or hangs up without answering
+  (it stopped or died: its server connection went with it, so Postgres rolled the
+  transaction back) is answered as an expired transaction (410), except a COMMIT that
+  was sent: whether it committed is unknown (504). A holder that does not answer by the
+  request's deadline: 504. Redis not answering the look-up: 503.
+- a call is forwarded once at most (`Poolgate-Forwarded`): one that arrives forwarded
+  and names another replica came to an address that now serves a new replica (the
+  holder is gone): 410.
+
+Without `--advertise-url` none of this runs: ids name a worker only, and a call that
+the load balancer sends to another gateway finds no such transaction there (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from poolgate.config import Settings
+from poolgate.core.api_keys import require_api_key
+from poolgate.core.errors import (
+    ExpectationFailed,
+    GatewayError,
+    OutcomeUnknown,
+    TransactionExpired,
+    Unavailable,
+)
+from poolgate.core.request_log import RequestLog
+
+log = logging.getLogger("poolgate.replicas")
+
+HEARTBEAT = 1.0  # seconds between renewals of a worker's entry
+EXPIRY = 5.0  # seconds an entry outlives its last renewal (a replica that died)
+REGISTRY_TIMEOUT = 1.0  # seconds Redis may take to answer
+FORWARDED_HEADER = "Poolgate-Forwarded"
+TRANSACTION_HEADER = "Poolgate-Transaction"  # the HTTP face's (PROTOCOL.md)
+_ID = re.compile(r"([0-9]{1,3})\.([0-9a-f]{12})\.[A-Za-z0-9_-]+")
+# not passed on in either direction: they describe one connection, not the call
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "host",
+        "expect",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
+_NOT_RELAYED = _HOP_BY_HOP | {"date", "server"}  # this server writes its own
+
+Handle = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def new_name() -> str:
+    """A replica's name: 48 random bits, new at every start."""
+    return secrets.token_hex(6)
+
+
+def holder_of(request: web.BaseRequest) -> tuple[str, int] | None:
+    """(replica, worker) holding the transaction a call is on; None for anything else
+    (a `POST /transaction` that opens one, other paths, an id without a replica)."""
+    if request.method != "POST":
+        return None
+    if request.path == "/sql":
+        transaction_id = request.headers.get(TRANSACTION_HEADER, "")
+    elif request.path.startswith("/transaction/"):
+        transaction_id = request.path.split("/")[2]
+    else:
+        return None
+    match = _ID.fullmatch(transaction_id)
+    return (match[2], int(match[1])) if match else None
+
+
+def _key(replica: str, worker: int) -> str:
+    return f"poolgate:replica:{replica}:{worker}"
+
+
+class Registry:
+    """This worker's entry in Redis, renewed while it runs, and the look-up of others'."""
+
+    def __init__(self, redis_url: str, replica: str, worker: int, url: str) -> None:
+        import redis.asyncio as redis
+        from redis.exceptions import RedisError
+
+        self._errors = (RedisError, OSError, TimeoutError)
+        self._redis: Any = redis.from_url(
+            redis_url, socket_timeout=REGISTRY_TIMEOUT, socket_connect_timeout=REGISTRY_TIMEOUT
+        )
+        self.key = _key(replica, worker)
+        self.url = url
+        self._renewing: asyncio.Task[None] | None = None
+        self._registered = False
+
+    async def start(self) -> None:
+        """Registered (or said why not in the log: renewals go on trying)."""
+        await self._renew()
+        self._renewing = asyncio.create_task(self._renew_forever())
+
+    async def _renew(self) -> None:
+        try:
+            await self._redis.set(self.key, self.url, px=int(EXPIRY * 1000))
+        except self._errors as exc:
+            if self._registered or self._renewing is None:  # said once per outage
+                log.warning(
+                    '{"event": "replica_unregistered", "reason": %s}', json.dumps(repr(exc))
+                )
+            self._registered = False
+            return
+        if not self._registered:
+            log.info('{"event": "replica_registered", "key": "%s"}', self.key)
+        self._registered = True
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            await self._renew()
+
+    async def url_of(self, replica: str, worker: int) -> str | None:
+        """The URL of a registered worker, None if it is not (stopped, or died)."""
+        try:
+            value = await self._redis.get(_key(replica, worker))
+        except self._errors as exc:
+            raise Unavailable(
+                f"the replicas' registry (Redis) did not answer: the replica holding the"
+                f" transaction cannot be found ({type(exc).__name__})"
+            ) from None
+        return bytes(value).decode() if value is not None else None
+
+    async def deregister(self) -> None:
+        """No longer renewed, and deleted (best effort: else it expires)."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+            self._renewing = None
+        try:
+            await self._redis.delete(self.key)
+        except self._errors as exc:
+            log.warning(
+                '{"event": "replica_not_deregistered", "reason": %s}', json.dumps(repr(exc))
+            )
+
+    async def close(self) -> None:
+        await self.deregister()
+        await self._redis.aclose()
+
+
+class Replicas:
+    """In front of the gateway's handler `inner`: calls on another replica's transactions
+    are forwarded to it, everything else is `inner`'s."""
+
+    def __init__(self, settings: Settings, name: str, worker: int, inner: Handle) -> None:
+        assert settings.advertise_url is not None
+        self.name = name
+        self._settings = settings
+        self._inner = inner
+        self.registry = Registry(settings.cache, name, worker, settings.advertise_url)
+        self._session: aiohttp.ClientSession | None = None
+        self._log = RequestLog()
+
+    async def start(self) -> None:
+        # the hop is verified as any client's: the system's CAs (SSL_CERT_FILE names others);
+        # a connection per call, as between workers: one never waits behind another, and
+        # a kept one the holder closes meanwhile is never mistaken for the holder gone
+        connector = aiohttp.TCPConnector(
+            force_close=True, limit=0, ssl=ssl.create_default_context()
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,  # relayed as it came
+            timeout=aiohttp.ClientTimeout(total=None, connect=self._settings.connect_timeout),
+        )
+        await self.registry.start()
+
+    async def deregister(self) -> None:
+        """Out of the registry: this worker's transactions have ended (see serving)."""
+        await self.registry.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._log.flush()
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        holder = holder_of(request)
+        if holder is None or holder[0] == self.name:
+            return await self._inner(request)
+        request_id = str(uuid.uuid4())
+        started = time.perf_counter()
+        outcome = "forwarded"
+        try:
+            if FORWARDED_HEADER in request.headers:
+                raise TransactionExpired()  # the holder's address serves a new replica now
+            require_api_key(request.headers, self._settings.api_keys)
+            response = await self._forward(request, *holder)
+            # the holder's: one id for the call in both logs
+            request_id = response.headers.get("Neon-Request-Id", request_id)
+        except asyncio.CancelledError:
+            self._record(request, request_id, 499, started, "client_closed")
+            raise
+        except GatewayError as error:
+            response, outcome = _answer(error), _outcome_name(error)
+            response.headers["Neon-Request-Id"] = request_id
+        self._record(request, request_id, response.status, started, outcome)
+        return response
+
+    async def _forward(self, request: web.BaseRequest, replica: str, worker: int) -> web.Response:
+        assert self._session is not None
+        deadline = asyncio.get_running_loop().time() + self._settings.request_deadline
+        url = await self.registry.url_of(replica, worker)
+        if url is None:
+            raise TransactionExpired()  # it stopped (deregistered) or died (expired)
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        headers.append((FORWARDED_HEADER, self.name))
+        await _continue_if_expected(request)
+        body: bytes | AsyncIterator[bytes] = (
+            request.content.read_nowait() if request.content.is_eof() else _chunks(request)
+        )
+        try:
+            async with asyncio.timeout_at(deadline):
+                async with self._session.post(
+                    url + request.path_qs, data=body, headers=headers, allow_redirects=False
+                ) as reply:
+                    content = await reply.read()
+                    status, relayed = reply.status, reply.headers
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # never reached it, so nothing was done there (a TLS failure is said in the log)
+            log.info('{"event": "replica_unreachable", "reason": %s}', json.dumps(repr(exc)))
+            raise TransactionExpired() from None
+        except TimeoutError:
+            raise OutcomeUnknown(
+                "the replica holding the transaction did not answer in time: whether the call"
+                " took effect is unknown"
+            ) from None
+        except (aiohttp.ClientError, OSError):
+            # it hung up (stopped, died): its server connection went with it
+            if request.path.endswith("/commit"):
+                raise OutcomeUnknown(
+                    "the replica holding the transaction went away during COMMIT: whether it"
+                    " committed is unknown"
+                ) from None
+            raise TransactionExpired() from None
+        headers_out = CIMultiDict(
+            (k, v) for k, v in relayed.items() if k.lower() not in _NOT_RELAYED
+        )
+        return web.Response(status=status, body=content, headers=headers_out)
+
+    def _record(
+        self,
+        request: web.BaseRequest,
+        request_id: str,
+        status: int,
+        started: float,
+        outcome: str,
+    ) -> None:
+        duration = round((time.perf_counter() - started) * 1000, 3)
+        self._log.request(
+            request_id, request.method, request.path, status, outcome, duration, None, None
+        )
+
+
+async def _chunks(request: web.BaseRequest) -> AsyncIterator[bytes]:
+    """The body as it arrives (the holder applies the size and time limits)."""
+    async for chunk in request.content.iter_any():
+        yield chunk
+
+
+async def _continue_if_expected(request: web.BaseRequest) -> None:
+    """`Expect: 100-continue` is answered here (the hop does not carry it on): the call is
+    acceptable as far as this replica can tell."""
+    expect = request.headers.get("Expect")
+    if expect is None or request.version < (1, 1):
+        return
+    if expect.lower() != "100-continue":
+        raise ExpectationFailed()
+    if not request.content.is_eof():
+        writer = request.writer
+        await writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.output_size = 0  # the response proper has not started
+
+
+def _answer(error: GatewayError) -> web.Response:
+    """A failure of the hop, answered as the HTTP face answers its own failures."""
+    return web.Response(
+        status=error.status,
+        body=json.dumps(error.body()).encode(),
+        content_type="application/json",
+        headers={**error.headers(), "Access-Control-Allow-Origin": "*"},
+    )
+
+
+def _outcome_name(error: GatewayError) -> str:
+    name = type(error).__name__
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")

@@ -1,0 +1,333 @@
+"""Replicas behind a real load balancer: HAProxy (round-robin, health checks on /readyz)
+in front of two gateways of two workers each, sharing one Redis. A call on an
+interactive transaction that reaches the replica not holding it is forwarded to the one
+that does; the shared cache sees every replica's writes; a holder that is gone answers
+as an expired transaction."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.balancer import Balancer, start_haproxy
+from tests.support.services import (
+    Gateway,
+    GatewayFactory,
+    free_port,
+    make_app_url,
+    wait_until_not_running,
+)
+
+HEADERS = {"Neon-Connection-String": make_app_url()}
+
+
+def post_sql(url: str, body: object, **headers: str) -> httpx.Response:
+    return httpx.post(f"{url}/sql", json=body, headers={**HEADERS, **headers}, timeout=30)
+
+
+def replica_redis(redis_url: str) -> str:
+    """A database of the session's Redis of these tests' own."""
+    return redis_url.rsplit("/", 1)[0] + "/5"
+
+
+def start_replica(
+    gateways: GatewayFactory, redis: str, *options: str, port: int | None = None
+) -> Gateway:
+    port = port or free_port()
+    return gateways(
+        "--workers",
+        "2",
+        "--cache",
+        redis,
+        "--advertise-url",
+        f"http://127.0.0.1:{port}",
+        *options,
+        port=port,
+    )
+
+
+@dataclass
+class Fleet:
+    balancer: Balancer
+    replicas: list[Gateway]
+
+    @property
+    def url(self) -> str:
+        return self.balancer.url
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    gateways: GatewayFactory, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    redis = replica_redis(redis_url)
+    replicas = [start_replica(gateways, redis) for _ in range(2)]
+    balancer = start_haproxy(
+        tmp_path_factory.mktemp("haproxy"),
+        {f"r{n}": r.url.removeprefix("http://") for n, r in enumerate(replicas)},
+    )
+    yield Fleet(balancer, replicas)
+    balancer.stop()
+    for replica in replicas:
+        replica.stop()
+
+
+def forwarded_calls(replica: Gateway) -> int:
+    return replica.log_text().count('"outcome": "forwarded"')
+
+
+def open_transaction(url: str, **headers: str) -> str:
+    opened = httpx.post(
+        f"{url}/transaction", json={"timeout_ms": 14000}, headers={**HEADERS, **headers}
+    )
+    assert opened.status_code == 201, opened.text
+    return str(opened.json()["id"])
+
+
+def in_transaction(url: str, transaction: str, query: str, *params: object) -> httpx.Response:
+    return httpx.post(
+        f"{url}/sql",
+        json={"query": query, "params": list(params)},
+        headers={**HEADERS, "Poolgate-Transaction": transaction},
+        timeout=30,
+    )
+
+
+def test_a_transaction_through_the_balancer_succeeds_on_every_call_as_calls_alternate(
+    fleet: Fleet, schema: None
+) -> None:
+    before = [forwarded_calls(replica) for replica in fleet.replicas]
+    marker = "replica-alternating"
+    with httpx.Client(base_url=fleet.url, headers=HEADERS, timeout=30) as client:
+        opened = client.post("/transaction", json={"timeout_ms": 14000})
+        assert opened.status_code == 201, opened.text
+        transaction = opened.json()["id"]
+        inside = {"Poolgate-Transaction": transaction}
+        for n in range(8):
+            ran = client.post(
+                "/sql",
+                json={
+                    "query": "INSERT INTO logs (level, message) VALUES ('info', $1) RETURNING id",
+                    "params": [f"{marker}-{n}"],
+                },
+                headers=inside,
+            )
+            assert ran.status_code == 200, ran.text
+        seen = client.post(
+            "/sql",
+            json={
+                "query": "SELECT count(*)::int AS n FROM logs WHERE message LIKE $1",
+                "params": [f"{marker}-%"],
+            },
+            headers=inside,
+        )
+        assert seen.status_code == 200 and seen.json()["rows"] == [{"n": 8}]
+        committed = client.post(f"/transaction/{transaction}/commit")
+        assert committed.status_code == 200 and committed.json() == {"committed": True}
+    after = post_sql(
+        fleet.url,
+        {
+            "query": "SELECT count(*)::int AS n FROM logs WHERE message LIKE $1",
+            "params": [f"{marker}-%"],
+        },
+    )
+    assert after.json()["rows"] == [{"n": 8}]
+    # round-robin sent about half of the ten calls to the replica not holding it
+    forwarded = [forwarded_calls(r) - b for r, b in zip(fleet.replicas, before, strict=True)]
+    assert sum(forwarded) >= 3, forwarded
+
+
+def test_a_forwarded_call_is_checked_by_the_holder_with_the_callers_credentials(
+    fleet: Fleet,
+) -> None:
+    holder, other = fleet.replicas
+    transaction = open_transaction(holder.url)
+    stranger = make_app_url(password="not-the-password")
+    wrong = httpx.post(
+        f"{other.url}/sql",
+        json={"query": "SELECT 1"},
+        headers={"Neon-Connection-String": stranger, "Poolgate-Transaction": transaction},
+    )
+    assert wrong.status_code == 404  # someone else's transaction, as on one gateway
+    right = in_transaction(other.url, transaction, "SELECT 2 AS two")
+    assert right.status_code == 200 and right.json()["rows"] == [{"two": 2}]
+    # the holder's answer, relayed: its request id is in the holder's log
+    holder.log_once_it_has(right.headers["Neon-Request-Id"])
+    rolled_back = httpx.post(f"{other.url}/transaction/{transaction}/rollback", headers=HEADERS)
+    assert rolled_back.status_code == 200 and rolled_back.json() == {"rolled_back": True}
+
+
+def test_a_client_gone_during_a_forwarded_call_cancels_the_statement_at_the_holder(
+    fleet: Fleet, postgres: object
+) -> None:
+    holder, other = fleet.replicas
+    transaction = open_transaction(holder.url)
+    marker = "forwarded-and-abandoned"
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{other.url}/sql",
+            json={"query": f"SELECT pg_sleep(30) /* {marker} */"},
+            headers={**HEADERS, "Poolgate-Transaction": transaction},
+            timeout=0.5,
+        )
+    assert wait_until_not_running(postgres, marker, seconds=20) == 0  # type: ignore[arg-type]
+    # the call ended the transaction there (its connection closed): rolled back
+    after = in_transaction(other.url, transaction, "SELECT 1")
+    assert after.status_code in (404, 410)
+
+
+def test_a_cached_read_after_a_write_through_the_other_replica_sees_the_write(
+    fleet: Fleet, schema: None
+) -> None:
+    reader, writer = fleet.replicas
+    tag = "replica_cache_logs"
+    read = {
+        "query": "SELECT count(*)::int AS n FROM logs WHERE message = 'replica-cached'",
+    }
+    cached_headers = {"Poolgate-Cache-TTL": "600", "Poolgate-Cache-Tags": tag}
+    first = post_sql(reader.url, read, **cached_headers)
+    again = post_sql(reader.url, read, **cached_headers)
+    assert first.status_code == 200, first.text
+    assert again.headers["Poolgate-Cache-Status"] == "ttl"
+    write = post_sql(
+        writer.url,
+        {"query": "INSERT INTO logs (level, message) VALUES ('info', 'replica-cached')"},
+        **{"Poolgate-Invalidate-Tags": tag},
+    )
+    assert write.status_code == 200 and "Poolgate-Invalidate-Status" not in write.headers
+    after = post_sql(reader.url, read, **cached_headers)
+    assert after.headers["Poolgate-Cache-Status"] == "miss"
+    assert after.json()["rows"][0]["n"] == first.json()["rows"][0]["n"] + 1
+
+
+def test_a_call_on_a_transaction_of_a_stopped_replica_answers_as_expired(
+    gateways: GatewayFactory, fleet: Fleet, redis_url: str
+) -> None:
+    gone = start_replica(gateways, replica_redis(redis_url))
+    transaction = open_transaction(gone.url)
+    gone.process.send_signal(signal.SIGTERM)
+    gone.process.send_signal(signal.SIGTERM)  # at once: its open transaction rolled back
+    gone.process.wait(timeout=60)
+    for replica in fleet.replicas:  # it deregistered: nothing to connect to
+        answer = in_transaction(replica.url, transaction, "SELECT 1")
+        assert answer.status_code == 410, answer.text
+        commit = httpx.post(f"{replica.url}/transaction/{transaction}/commit", headers=HEADERS)
+        assert commit.status_code == 410
+
+
+def test_a_call_on_a_transaction_of_a_killed_replica_answers_as_expired_at_once(
+    gateways: GatewayFactory, fleet: Fleet, redis_url: str
+) -> None:
+    port = free_port()
+    killed = start_replica(gateways, replica_redis(redis_url), port=port)
+    transaction = open_transaction(killed.url)
+    killed.process.send_signal(signal.SIGKILL)  # still registered until its entry expires
+    killed.process.wait(timeout=60)
+    answer = in_transaction(fleet.replicas[0].url, transaction, "SELECT 1")
+    assert answer.status_code == 410, answer.text
+    # and when a new replica listens where it was, the id still names the old one
+    newcomer = start_replica(gateways, replica_redis(redis_url), port=port)
+    try:
+        again = in_transaction(fleet.replicas[0].url, transaction, "SELECT 1")
+        assert again.status_code == 410, again.text
+    finally:
+        newcomer.stop()
+
+
+def test_a_gateway_without_advertise_url_keeps_ids_of_its_own(gateways: GatewayFactory) -> None:
+    alone = gateways("--workers", "1")
+    transaction = open_transaction(alone.url)
+    assert transaction.count(".") == 1  # <worker>.<random>: no replica named
+    httpx.post(f"{alone.url}/transaction/{transaction}/rollback", headers=HEADERS)
+
+
+def test_api_keys_apply_to_the_hop(gateways: GatewayFactory, redis_url: str) -> None:
+    key = "replica-test-key-0123456789"
+    redis = replica_redis(redis_url)
+    holder = start_replica(gateways, redis, "--api-keys", key)
+    other = start_replica(gateways, redis, "--api-keys", key)
+    keyed = {**HEADERS, "Authorization": f"Bearer {key}"}
+    try:
+        opened = httpx.post(f"{holder.url}/transaction", json={}, headers=keyed)
+        assert opened.status_code == 201
+        transaction = opened.json()["id"]
+        inside = {"Poolgate-Transaction": transaction}
+        refused = httpx.post(
+            f"{other.url}/sql", json={"query": "SELECT 1"}, headers={**HEADERS, **inside}
+        )
+        assert refused.status_code == 401
+        served = httpx.post(
+            f"{other.url}/sql", json={"query": "SELECT 1 AS one"}, headers={**keyed, **inside}
+        )
+        assert served.status_code == 200 and served.json()["rows"] == [{"one": 1}]
+        commit = httpx.post(f"{other.url}/transaction/{transaction}/commit", headers=keyed)
+        assert commit.status_code == 200
+    finally:
+        holder.stop()
+        other.stop()
+
+
+def test_many_calls_forwarded_at_once_all_arrive(fleet: Fleet) -> None:
+    holder, other = fleet.replicas
+    transactions = [open_transaction(holder.url) for _ in range(4)]
+    answers: list[int] = []
+
+    def calls(transaction: str) -> None:
+        for n in range(10):
+            answers.append(
+                in_transaction(other.url, transaction, "SELECT $1::int AS n", n).status_code
+            )
+        httpx.post(f"{other.url}/transaction/{transaction}/commit", headers=HEADERS)
+
+    threads = [threading.Thread(target=calls, args=(t,)) for t in transactions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * 40
+
+
+def test_a_forwarded_call_is_logged_by_both_replicas_under_the_holders_request_id(
+    fleet: Fleet,
+) -> None:
+    holder, other = fleet.replicas
+    transaction = open_transaction(holder.url)
+    answer = in_transaction(other.url, transaction, "SELECT 1")
+    assert answer.status_code == 200
+    request_id = answer.headers["Neon-Request-Id"]
+    [there] = [
+        line for line in holder.log_once_it_has(request_id).splitlines() if request_id in line
+    ]
+    [here] = [line for line in other.log_once_it_has(request_id).splitlines() if request_id in line]
+    assert json.loads(there)["outcome"] == "ok"
+    assert json.loads(here)["outcome"] == "forwarded" and json.loads(here)["status"] == 200
+    httpx.post(f"{holder.url}/transaction/{transaction}/rollback", headers=HEADERS)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--cache", "memory"), "--advertise-url needs --cache redis://"),
+        (("--cache", "off"), "--advertise-url needs --cache redis://"),
+        (("--cache", "redis://127.0.0.1:1/0", "--advertise-url", "https://h:1"), "http:// URL"),
+        (("--cache", "redis://127.0.0.1:1/0", "--advertise-url", "http://h"), "host:port"),
+        (("--cache", "redis://127.0.0.1:1/0", "--advertise-url", "http://h:1/x"), "host:port"),
+    ],
+)
+def test_advertise_url_is_refused_without_a_shared_redis_or_in_a_wrong_shape(
+    options: tuple[str, ...], message: str, tmp_path: Path
+) -> None:
+    from tests.gateway.test_config import run_serve
+
+    if "--advertise-url" not in options:
+        options = (*options, "--advertise-url", "http://127.0.0.1:4444")
+    result = run_serve("--upstream", "postgresql://127.0.0.1:1", *options)
+    assert result.returncode == 2
+    assert message in result.stderr, result.stderr
