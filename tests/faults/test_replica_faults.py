@@ -1,0 +1,357 @@
+"""Faults of a fleet: HAProxy (round-robin, /readyz checks) in front of two gateway
+replicas of two workers each, sharing one Redis, under a steady load of plain reads,
+keyed writes through the Worker (retried until acknowledged, as writers.py does) and
+interactive transactions whose calls alternate replicas.
+
+- one replica SIGKILLed: only requests that were on it fail, keyed retries then
+  succeed (nothing lost, nothing twice), its transactions answer as expired (410), the
+  other replica keeps serving;
+- a rolling restart of both (SIGTERM, drain, exit, start again, the next one): no plain
+  request fails, nothing lost or twice, every transaction committed or answered an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from db.client import Database
+from db.transport import HttpxTransport
+from routes.table import build_app
+from tests.faults.conftest import FaultPostgres, FaultReport, FaultRow, scaled
+from tests.gateway.test_replicas import start_replica
+from tests.support.balancer import Balancer, start_haproxy
+from tests.support.services import Gateway, GatewayFactory, free_port, make_app_url
+from tests.worker.conftest import WorkerClient, config_for
+
+HEADERS = {"Neon-Connection-String": make_app_url()}
+RETRIED = (502, 503, 504)  # a keyed write answered so is sent again with its key
+# several of the balancer's health checks (every 300 ms, down at the first failed one)
+DRAIN_SECONDS = str(scaled(1, 2))
+
+
+@dataclass
+class Fleet:
+    balancer: Balancer
+    replicas: list[Gateway]
+    ports: list[int]
+    redis: str
+    gateways: GatewayFactory
+
+    def replace(self, index: int) -> None:
+        """Replica `index` started again where it was, once the balancer sees it up."""
+        [self.replicas[index]] = start_replicas(
+            self.gateways, self.redis, [self.ports[index]], "--drain-seconds", DRAIN_SECONDS
+        )
+        self.balancer.wait_for(f"r{index}", "UP")
+
+    def name_of(self, index: int) -> str:
+        """Replica `index`'s name, as its workers registered it."""
+        log = self.replicas[index].log_once_it_has('"replica_registered"')
+        line = next(line for line in log.splitlines() if '"replica_registered"' in line)
+        return line.split("poolgate:replica:")[1].split(":")[0]
+
+
+def start_replicas(
+    gateways: GatewayFactory, redis: str, ports: list[int], *options: str
+) -> list[Gateway]:
+    """Started side by side (each takes a second or two)."""
+    started: dict[int, Gateway] = {}
+
+    def one(port: int) -> None:
+        started[port] = start_replica(gateways, redis, *options, port=port)
+
+    threads = [threading.Thread(target=one, args=(port,)) for port in ports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [started[port] for port in ports]
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    fault_postgres: FaultPostgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """One fleet for the module: the kill test replaces the replica it killed."""
+    gateways = GatewayFactory(fault_postgres.server, tmp_path_factory.mktemp("fleet-logs"))
+    redis = redis_url.rsplit("/", 1)[0] + "/6"
+    ports = [free_port(), free_port()]
+    replicas = start_replicas(gateways, redis, ports, "--drain-seconds", DRAIN_SECONDS)
+    balancer = start_haproxy(
+        tmp_path_factory.mktemp("fleet-haproxy"),
+        {f"r{n}": f"127.0.0.1:{p}" for n, p in enumerate(ports)},
+    )
+    yield Fleet(balancer, replicas, ports, redis, gateways)
+    balancer.stop()
+    for gateway in gateways.started:  # SIGINT: no drain, there is no traffic left
+        if gateway.process.poll() is None:
+            gateway.process.send_signal(signal.SIGINT)
+    gateways.stop_all()
+
+
+@dataclass
+class Attempt:
+    status: int  # 0: no HTTP answer at all
+    started: float
+    ended: float
+
+
+@dataclass
+class Load:
+    """What the clients saw."""
+
+    reads: list[Attempt] = field(default_factory=list)
+    writes: list[Attempt] = field(default_factory=list)  # every attempt of a keyed write
+    acknowledged: list[str] = field(default_factory=list)
+    given_up: list[str] = field(default_factory=list)
+    # transaction id (or a placeholder while none) -> "committed", or the failing status
+    transactions: dict[str, str] = field(default_factory=dict)
+    markers: dict[str, str] = field(default_factory=dict)  # transaction -> its rows' marker
+    begin_refused: int = 0  # 503 to POST /transaction (a draining replica), retried
+
+    @staticmethod
+    def failed(attempts: list[Attempt]) -> list[Attempt]:
+        return [a for a in attempts if a.status != 200 and a.status != 201]
+
+
+async def post(client: httpx.AsyncClient, path: str, body: object, **headers: str) -> int:
+    try:
+        reply = await client.post(path, json=body, headers={**HEADERS, **headers})
+    except httpx.TransportError:
+        return 0
+    return reply.status_code
+
+
+async def read_until(stop: asyncio.Event, client: httpx.AsyncClient, load: Load) -> None:
+    while not stop.is_set():
+        started = time.monotonic()
+        status = await post(client, "/sql", {"query": "SELECT count(*) FROM logs"})
+        load.reads.append(Attempt(status, started, time.monotonic()))
+        await asyncio.sleep(0.01)
+
+
+async def write_until(stop: asyncio.Event, worker: WorkerClient, name: str, load: Load) -> None:
+    """One keyed write after another, each sent again until acknowledged."""
+    n = 0
+    while not stop.is_set():
+        title = f"{name}-{n}"
+        for _ in range(400):
+            started = time.monotonic()
+            reply = await worker.post(
+                "/logs", {"level": "info", "message": title}, headers={"idempotency-key": title}
+            )
+            load.writes.append(Attempt(reply.status, started, time.monotonic()))
+            if reply.status == 201:
+                load.acknowledged.append(title)
+                break
+            assert reply.status in RETRIED, reply.body[:300]
+            await asyncio.sleep(0.05)
+        else:
+            load.given_up.append(title)
+        n += 1
+
+
+async def transact_until(
+    stop: asyncio.Event, client: httpx.AsyncClient, name: str, load: Load
+) -> None:
+    """Transactions of two inserts each; a begin refused by a draining replica is sent
+    again (its Retry-After), any other failure ends the transaction there."""
+    n = 0
+    while not stop.is_set():
+        marker = f"{name}-{n}"
+        n += 1
+        try:
+            opened = await client.post("/transaction", json={"timeout_ms": 10000}, headers=HEADERS)
+        except httpx.TransportError:
+            load.transactions[f"{marker}?"] = "begin: no answer"
+            continue
+        if opened.status_code == 503:
+            load.begin_refused += 1
+            await asyncio.sleep(0.05)
+            continue
+        if opened.status_code != 201:
+            load.transactions[f"{marker}?"] = f"begin: {opened.status_code}"
+            continue
+        transaction = opened.json()["id"]
+        load.markers[transaction] = marker
+        outcome = "committed"
+        for _ in range(2):
+            status = await post(
+                client,
+                "/sql",
+                {
+                    "query": "INSERT INTO logs (level, message) VALUES ('info', $1)",
+                    "params": [marker],
+                },
+                **{"Poolgate-Transaction": transaction},
+            )
+            if status != 200:
+                outcome = f"statement: {status}"
+                break
+        else:
+            status = await post(client, f"/transaction/{transaction}/commit", None)
+            if status != 200:
+                outcome = f"commit: {status}"
+        load.transactions[transaction] = outcome
+
+
+def rows_by_message(postgres: FaultPostgres) -> dict[str, int]:
+    with postgres.server.admin("appdb") as conn:
+        rows = conn.execute("SELECT message, count(*) FROM logs GROUP BY message").fetchall()
+    return {str(message): int(str(n)) for message, n in rows}
+
+
+def check_writes(load: Load, rows: dict[str, int], prefix: str) -> tuple[int, int]:
+    """(acknowledged writes lost, duplicates) of the keyed writes named `prefix`-..."""
+    lost = len([title for title in load.acknowledged if rows.get(title, 0) == 0])
+    duplicates = sum(n - 1 for title, n in rows.items() if title.startswith(prefix) and n > 1)
+    return lost, duplicates
+
+
+def check_transactions(load: Load, rows: dict[str, int]) -> list[str]:
+    """Transactions whose rows do not match what their client was told: committed means
+    both rows, an error before COMMIT none, a COMMIT without an answer either."""
+    wrong = []
+    for transaction, marker in load.markers.items():
+        outcome, found = load.transactions.get(transaction, "unfinished"), rows.get(marker, 0)
+        if outcome == "committed":
+            ok = found == 2
+        elif outcome.startswith("commit: ") and outcome.split()[1] in ("0", "502", "504"):
+            ok = found in (0, 2)  # the answer was lost: either, never half
+        else:
+            ok = found == 0
+        if not ok:
+            wrong.append(f"{transaction}: {outcome}, {found} rows")
+    return wrong
+
+
+async def run_load(
+    fleet: Fleet, faults: object, readers: int = 2, writers: int = 3, transactors: int = 2
+) -> Load:
+    """`faults`: a coroutine function taking the stop event; the load runs until it sets it."""
+    load = Load()
+    stop = asyncio.Event()
+    transport = HttpxTransport()
+    worker = WorkerClient(build_app(), Database(config_for(fleet.balancer.url), transport))
+    limits = httpx.Limits(max_keepalive_connections=20)
+    async with httpx.AsyncClient(base_url=fleet.balancer.url, timeout=30, limits=limits) as client:
+        try:
+            await asyncio.gather(
+                faults(stop),  # type: ignore[operator]
+                *(read_until(stop, client, load) for _ in range(readers)),
+                *(write_until(stop, worker, f"fleet-w{n}", load) for n in range(writers)),
+                *(transact_until(stop, client, f"fleet-t{n}", load) for n in range(transactors)),
+            )
+        finally:
+            await transport.aclose()
+    return load
+
+
+async def test_a_replica_killed_under_load_fails_only_what_was_on_it(
+    fleet: Fleet, fault_postgres: FaultPostgres, report: FaultReport
+) -> None:
+    victim = fleet.name_of(0)
+    killed_at: list[float] = []
+    down_at: list[float] = []
+
+    async def kill(stop: asyncio.Event) -> None:
+        await asyncio.sleep(scaled(1, 3))
+        fleet.replicas[0].process.send_signal(signal.SIGKILL)
+        killed_at.append(time.monotonic())
+        await asyncio.to_thread(fleet.balancer.wait_for, "r0", "DOWN")
+        down_at.append(time.monotonic())
+        await asyncio.sleep(scaled(2, 6))  # the other replica alone
+        stop.set()
+
+    load = await run_load(fleet, kill)
+    fleet.replicas[0].process.wait(timeout=30)
+    await asyncio.to_thread(fleet.replace, 0)  # for the next test
+    killed, down = killed_at[0], down_at[0]
+    rows = rows_by_message(fault_postgres)
+    lost, duplicates = check_writes(load, rows, "fleet-w")
+    failed = Load.failed(load.reads) + Load.failed(load.writes)
+    in_flight = [a for a in failed if a.started <= killed]
+    # what failed was sent before the balancer saw the replica gone (it was on it, or on
+    # its way to it); nothing failed once the balancer knew
+    assert all(a.started <= down for a in failed), [(a.status, a.started - down) for a in failed]
+    assert {a.status for a in failed} <= {0, *RETRIED}
+    assert load.given_up == [] and (lost, duplicates) == (0, 0)
+    assert check_transactions(load, rows) == []
+    held = {t: o for t, o in load.transactions.items() if f".{victim}." in t}
+    # its transactions that were still open answer as expired; a COMMIT that was on its
+    # way when it died may have no answer
+    unfinished = [o for o in held.values() if o != "committed"]
+    assert all(o.endswith((": 410", ": 502", ": 504", ": 0")) for o in unfinished), unfinished
+    after = [a for a in load.reads if a.started > down]
+    assert after and all(a.status == 200 for a in after)  # the other replica serves on
+    committed_after = len([o for t, o in load.transactions.items() if o == "committed"])
+    report.add(
+        FaultRow(
+            "one of two replicas (2 workers each, behind HAProxy) SIGKILLed under reads,"
+            " keyed writes and transactions",
+            injected=1,
+            survived=1,
+            acknowledged_writes_lost=lost,
+            duplicates=duplicates,
+            notes=f"{len(failed)} of {len(load.reads) + len(load.writes)} requests failed"
+            f" ({len(in_flight)} were in flight at the kill, the rest sent before HAProxy"
+            f" marked it down {down - killed:.2f} s later), all retried to success;"
+            f" {len(load.acknowledged)} writes acknowledged; {len(unfinished)} of its open"
+            f" transactions answered {sorted({o.split()[-1] for o in unfinished})};"
+            f" {committed_after} transactions committed in all",
+        )
+    )
+
+
+async def test_a_rolling_restart_under_load_fails_no_plain_request(
+    fleet: Fleet, fault_postgres: FaultPostgres, report: FaultReport
+) -> None:
+    rounds = scaled(1, 3)
+    exits: list[int] = []
+
+    async def roll(stop: asyncio.Event) -> None:
+        await asyncio.sleep(0.5)
+        for _ in range(rounds):
+            for index in (0, 1):
+                replica = fleet.replicas[index]
+                replica.process.send_signal(signal.SIGTERM)
+                exits.append(await asyncio.to_thread(replica.process.wait, 60))
+                await asyncio.to_thread(fleet.replace, index)
+        await asyncio.sleep(0.5)
+        stop.set()
+
+    load = await run_load(fleet, roll)
+    rows = rows_by_message(fault_postgres)
+    lost, duplicates = check_writes(load, rows, "fleet-w")
+    failed_reads, failed_writes = Load.failed(load.reads), Load.failed(load.writes)
+    wrong = check_transactions(load, rows)
+    outcomes = list(load.transactions.values())
+    assert exits == [0] * (2 * rounds)
+    assert failed_reads == [] and failed_writes == []
+    assert load.given_up == [] and (lost, duplicates) == (0, 0)
+    assert wrong == []
+    assert all(o == "committed" or ":" in o for o in outcomes)  # committed, or told an error
+    report.add(
+        FaultRow(
+            f"rolling restart of both replicas ({rounds} round(s): SIGTERM, drain"
+            f" {DRAIN_SECONDS} s, exit, start) behind HAProxy under reads, keyed writes and"
+            " transactions",
+            injected=2 * rounds,
+            survived=2 * rounds,
+            acknowledged_writes_lost=lost,
+            duplicates=duplicates,
+            notes=f"0 of {len(load.reads)} reads and 0 of {len(load.writes)} write attempts"
+            f" failed; {outcomes.count('committed')} of {len(outcomes)} transactions"
+            f" committed, the rest answered an error"
+            f" ({sorted({o for o in outcomes if o != 'committed'})});"
+            f" {load.begin_refused} begins refused 503 by a draining replica and sent again",
+        )
+    )
