@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +19,13 @@ import httpx
 import pytest
 
 from tests.support.balancer import Balancer, start_haproxy
+from tests.support.certificates import Certificates
 from tests.support.services import (
     Gateway,
     GatewayFactory,
     free_port,
     make_app_url,
+    start_redis,
     wait_until_not_running,
 )
 
@@ -339,3 +343,77 @@ def test_advertise_url_is_refused_without_a_shared_redis_or_in_a_wrong_shape(
     result = run_serve("--upstream", "postgresql://127.0.0.1:1", *options)
     assert result.returncode == 2
     assert message in result.stderr, result.stderr
+
+
+def test_over_https_the_hop_verifies_the_holders_certificate(
+    gateways: GatewayFactory, redis_url: str, tmp_path: Path
+) -> None:
+    certificates = Certificates(tmp_path)
+    tls = ("--tls-cert", str(certificates.cert), "--tls-key", str(certificates.key))
+
+    def replica(trusted: Path) -> Gateway:
+        port = free_port()
+        return gateways(
+            *tls,
+            *("--workers", "1", "--cache", replica_redis(redis_url)),
+            *("--advertise-url", f"https://127.0.0.1:{port}", "--api-keys", API_KEY),
+            port=port,
+            env={"SSL_CERT_FILE": str(trusted)},
+            ca_file=str(certificates.ca_file),
+        )
+
+    holder, trusting, distrusting = (
+        replica(certificates.ca_file),
+        replica(certificates.ca_file),
+        replica(certificates.other_ca_file),
+    )
+    verify = ssl.create_default_context(cafile=str(certificates.ca_file))
+    try:
+        with httpx.Client(headers=HEADERS, verify=verify, timeout=30) as client:
+            opened = client.post(f"{holder.url}/transaction", json={})
+            inside = {"Poolgate-Transaction": opened.json()["id"]}
+            served = client.post(f"{trusting.url}/sql", json={"query": "SELECT 1"}, headers=inside)
+            assert served.status_code == 200, served.text
+            # a holder whose certificate it cannot verify is one it cannot reach: the log
+            # says why
+            refused = client.post(
+                f"{distrusting.url}/sql", json={"query": "SELECT 1"}, headers=inside
+            )
+            assert refused.status_code == 410
+            assert "certificate" in distrusting.log_once_it_has("replica_unreachable")
+            ended = client.post(f"{trusting.url}/transaction/{opened.json()['id']}/commit")
+            assert ended.status_code == 200
+    finally:
+        for gateway in (holder, trusting, distrusting):
+            gateway.stop()
+
+
+def test_while_redis_is_down_calls_of_another_replica_answer_503_and_work_once_it_is_back(
+    gateways: GatewayFactory, tmp_path: Path
+) -> None:
+    redis, process = start_redis(tmp_path)
+    port = int(redis.rsplit(":", 1)[1].split("/")[0])
+    holder, other = (start_replica(gateways, redis, "--api-keys", API_KEY, workers=1) for _ in "ab")
+    try:
+        transaction = open_transaction(holder.url)
+        process.terminate()
+        process.wait(timeout=10)
+        down = in_transaction(other.url, transaction, "SELECT 1")
+        assert down.status_code == 503 and down.headers["Retry-After"], down.text
+        mine = in_transaction(holder.url, transaction, "SELECT 2 AS two")
+        assert mine.status_code == 200  # what a replica holds itself goes on
+        _, process = start_redis(tmp_path, port)  # empty: the holder registers again
+        deadline = time.monotonic() + 30
+        while (
+            back := in_transaction(other.url, transaction, "SELECT 3 AS three")
+        ).status_code != 200:
+            assert back.status_code == 410 and time.monotonic() < deadline, back.text
+            time.sleep(0.1)
+        assert back.json()["rows"] == [{"three": 3}]
+        ended = httpx.post(f"{other.url}/transaction/{transaction}/commit", headers=HEADERS)
+        assert ended.status_code == 200
+    finally:
+        holder.stop()
+        other.stop()
+        process.terminate()
+        process.wait(timeout=10)
