@@ -234,9 +234,15 @@ def check_transactions(load: Load, rows: dict[str, int]) -> list[str]:
 
 
 async def run_load(
-    fleet: Fleet, faults: object, readers: int = 2, writers: int = 3, transactors: int = 2
+    fleet: Fleet,
+    faults: object,
+    name: str = "fleet",
+    readers: int = 2,
+    writers: int = 3,
+    transactors: int = 2,
 ) -> Load:
-    """`faults`: a coroutine function taking the stop event; the load runs until it sets it."""
+    """`faults`: a coroutine function taking the stop event; the load runs until it sets
+    it. Writes and transactions are named `name`-..., each load's own."""
     load = Load()
     stop = asyncio.Event()
     transport = HttpxTransport()
@@ -247,8 +253,8 @@ async def run_load(
             await asyncio.gather(
                 faults(stop),  # type: ignore[operator]
                 *(read_until(stop, client, load) for _ in range(readers)),
-                *(write_until(stop, worker, f"fleet-w{n}", load) for n in range(writers)),
-                *(transact_until(stop, client, f"fleet-t{n}", load) for n in range(transactors)),
+                *(write_until(stop, worker, f"{name}-w{n}", load) for n in range(writers)),
+                *(transact_until(stop, client, f"{name}-t{n}", load) for n in range(transactors)),
             )
         finally:
             await transport.aclose()
@@ -266,7 +272,7 @@ class Kill:
     victim: str  # its name
 
 
-async def kill_under_load(fleet: Fleet) -> Kill:
+async def kill_under_load(fleet: Fleet, name: str) -> Kill:
     """Replica 0 SIGKILLed while the load runs, the other alone for a while, then
     replica 0 started again (for the next round, and the next test)."""
     victim = fleet.name_of(0)
@@ -291,7 +297,7 @@ async def kill_under_load(fleet: Fleet) -> Kill:
         await asyncio.sleep(scaled(2, 4))  # the other replica alone
         stop.set()
 
-    load = await run_load(fleet, kill)
+    load = await run_load(fleet, kill, name)
     fleet.replicas[0].process.wait(timeout=30)
     await asyncio.to_thread(fleet.replace, 0)
     return Kill(load, moments["killed"], moments["down"], held_open, victim)
@@ -300,14 +306,14 @@ async def kill_under_load(fleet: Fleet) -> Kill:
 async def test_a_replica_killed_under_load_fails_only_what_was_on_it(
     fleet: Fleet, fault_postgres: FaultPostgres, report: FaultReport
 ) -> None:
-    kills = [await kill_under_load(fleet) for _ in range(scaled(1, 3))]
+    kills = [await kill_under_load(fleet, f"kill{n}") for n in range(scaled(1, 3))]
     rows = rows_by_message(fault_postgres)
     failed: list[Attempt] = []
     in_flight = requests = acknowledged = committed = idle_held = 0
     busy: list[str] = []
-    for kill in kills:
+    for n, kill in enumerate(kills):
         load = kill.load
-        lost, duplicates = check_writes(load, rows, "fleet-w")
+        lost, duplicates = check_writes(load, rows, f"kill{n}-w")
         assert load.given_up == [] and (lost, duplicates) == (0, 0)
         assert check_transactions(load, rows) == []
         these = Load.failed(load.reads) + Load.failed(load.writes)
@@ -341,7 +347,8 @@ async def test_a_replica_killed_under_load_fails_only_what_was_on_it(
             duplicates=0,
             notes=f"{len(failed)} of {requests} requests failed ({in_flight} in flight at the"
             f" kill, the others sent before HAProxy marked it down, at most"
-            f" {detection:.2f} s later), all retried to success; {acknowledged} writes"
+            f" {detection:.2f} s later), all retried to success (a keyed write is retried on"
+            f" HAProxy's 502 too); {acknowledged} writes"
             f" acknowledged; calls on its {idle_held} open transactions answered 410"
             + (f", calls that were on it {sorted(set(busy))}" if busy else "")
             + f"; {committed} transactions committed; the other replica served throughout",
@@ -366,9 +373,9 @@ async def test_a_rolling_restart_under_load_fails_no_plain_request(
         await asyncio.sleep(0.5)
         stop.set()
 
-    load = await run_load(fleet, roll)
+    load = await run_load(fleet, roll, "roll")
     rows = rows_by_message(fault_postgres)
-    lost, duplicates = check_writes(load, rows, "fleet-w")
+    lost, duplicates = check_writes(load, rows, "roll-w")
     failed_reads, failed_writes = Load.failed(load.reads), Load.failed(load.writes)
     wrong = check_transactions(load, rows)
     outcomes = list(load.transactions.values())

@@ -417,3 +417,15 @@ def test_while_redis_is_down_calls_of_another_replica_answer_503_and_work_once_i
         other.stop()
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_large_call_is_streamed_to_the_holder_and_its_answer_relayed_whole(
+    fleet: Fleet,
+) -> None:
+    holder, other = fleet.replicas
+    transaction = open_transaction(holder.url)
+    text = "é" * 1_500_000  # 3 MB of UTF-8 each way
+    answer = in_transaction(other.url, transaction, "SELECT length($1::text) AS n, $1 AS t", text)
+    assert answer.status_code == 200
+    assert answer.json()["rows"] == [{"n": len(text), "t": text}]
+    httpx.post(f"{holder.url}/transaction/{transaction}/rollback", headers=HEADERS)
