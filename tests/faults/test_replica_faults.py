@@ -102,6 +102,7 @@ class Attempt:
     status: int  # 0: no HTTP answer at all
     started: float
     ended: float
+    detail: str = ""  # of a failure: what the answer said
 
 
 @dataclass
@@ -123,18 +124,25 @@ class Load:
 
 
 async def post(client: httpx.AsyncClient, path: str, body: object, **headers: str) -> int:
+    return (await answer(client, path, body, **headers))[0]
+
+
+async def answer(
+    client: httpx.AsyncClient, path: str, body: object, **headers: str
+) -> tuple[int, str]:
+    """Status and, of a failure, what it said (0 and the error: no HTTP answer)."""
     try:
         reply = await client.post(path, json=body, headers={**HEADERS, **headers})
-    except httpx.TransportError:
-        return 0
-    return reply.status_code
+    except httpx.TransportError as exc:
+        return 0, repr(exc)
+    return reply.status_code, "" if reply.status_code == 200 else reply.text[:200]
 
 
 async def read_until(stop: asyncio.Event, client: httpx.AsyncClient, load: Load) -> None:
     while not stop.is_set():
         started = time.monotonic()
-        status = await post(client, "/sql", {"query": "SELECT count(*) FROM logs"})
-        load.reads.append(Attempt(status, started, time.monotonic()))
+        status, detail = await answer(client, "/sql", {"query": "SELECT count(*) FROM logs"})
+        load.reads.append(Attempt(status, started, time.monotonic(), detail))
         await asyncio.sleep(0.01)
 
 
@@ -148,7 +156,8 @@ async def write_until(stop: asyncio.Event, worker: WorkerClient, name: str, load
             reply = await worker.post(
                 "/logs", {"level": "info", "message": title}, headers={"idempotency-key": title}
             )
-            load.writes.append(Attempt(reply.status, started, time.monotonic()))
+            detail = "" if reply.status == 201 else reply.body[:200].decode(errors="replace")
+            load.writes.append(Attempt(reply.status, started, time.monotonic(), detail))
             if reply.status == 201:
                 load.acknowledged.append(title)
                 break
@@ -201,6 +210,17 @@ async def transact_until(
             if status != 200:
                 outcome = f"commit: {status}"
         load.transactions[transaction] = outcome
+
+
+def timeline(events: list[tuple[float, str]], failed: list[Attempt]) -> str:
+    """Failures among the events that caused them, in order (an assertion's message)."""
+    lines = [(at, name) for at, name in events]
+    lines += [
+        (a.started, f"failed {a.status} after {a.ended - a.started:.2f} s: {a.detail}")
+        for a in failed
+    ]
+    start = min(at for at, _ in lines) if lines else 0.0
+    return "\n".join(f"{at - start:8.3f} {name}" for at, name in sorted(lines))
 
 
 def rows_by_message(postgres: FaultPostgres) -> dict[str, int]:
@@ -361,6 +381,7 @@ async def test_a_rolling_restart_under_load_fails_no_plain_request(
 ) -> None:
     rounds = scaled(1, 3)
     exits: list[int] = []
+    events: list[tuple[float, str]] = []  # for a failure's message
 
     async def roll(stop: asyncio.Event) -> None:
         await asyncio.sleep(0.5)
@@ -368,8 +389,11 @@ async def test_a_rolling_restart_under_load_fails_no_plain_request(
             for index in (0, 1):
                 replica = fleet.replicas[index]
                 replica.process.send_signal(signal.SIGTERM)
+                events.append((time.monotonic(), f"r{index} SIGTERM"))
                 exits.append(await asyncio.to_thread(replica.process.wait, 60))
+                events.append((time.monotonic(), f"r{index} exited"))
                 await asyncio.to_thread(fleet.replace, index)
+                events.append((time.monotonic(), f"r{index} UP again"))
         await asyncio.sleep(0.5)
         stop.set()
 
@@ -380,7 +404,9 @@ async def test_a_rolling_restart_under_load_fails_no_plain_request(
     wrong = check_transactions(load, rows)
     outcomes = list(load.transactions.values())
     assert exits == [0] * (2 * rounds)
-    assert failed_reads == [] and failed_writes == []
+    assert failed_reads == [] and failed_writes == [], timeline(
+        events, failed_reads + failed_writes
+    )
     assert load.given_up == [] and (lost, duplicates) == (0, 0)
     assert wrong == []
     assert all(o == "committed" or ":" in o for o in outcomes)  # committed, or told an error

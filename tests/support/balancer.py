@@ -36,6 +36,8 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout http-keep-alive 10s
+    # a slow answer to a check is not a failed one (by default it must come within inter)
+    timeout check 2s
     # a replica that refuses the connection (it died): the request goes to another one
     retries 3
     option redispatch 1
