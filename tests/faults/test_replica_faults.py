@@ -404,8 +404,8 @@ async def test_a_rolling_restart_under_load_fails_no_plain_request(
     wrong = check_transactions(load, rows)
     outcomes = list(load.transactions.values())
     assert exits == [0] * (2 * rounds)
-    assert failed_reads == [] and failed_writes == [], timeline(
-        events, failed_reads + failed_writes
+    assert failed_reads == [] and failed_writes == [], (
+        timeline(events, failed_reads + failed_writes) + "\n" + fleet.balancer.log_text()
     )
     assert load.given_up == [] and (lost, duplicates) == (0, 0)
     assert wrong == []

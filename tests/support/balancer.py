@@ -62,6 +62,10 @@ class Balancer:
     url: str
     process: subprocess.Popen[bytes]
     admin_socket: Path
+    log_path: Path  # HAProxy says there when and why it took a replica out or back
+
+    def log_text(self) -> str:
+        return self.log_path.read_text()
 
     def states(self) -> dict[str, str]:
         """Each replica's state as HAProxy sees it (UP, DOWN, ...)."""
@@ -102,7 +106,9 @@ def start_haproxy(directory: Path, replicas: dict[str, str]) -> Balancer:
         process = subprocess.Popen(
             [binary, "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
         )
-    balancer = Balancer(f"http://127.0.0.1:{port}", process, admin_socket)
+    balancer = Balancer(
+        f"http://127.0.0.1:{port}", process, admin_socket, directory / "haproxy.log"
+    )
     deadline = time.monotonic() + 20
     while True:
         assert process.poll() is None, (directory / "haproxy.log").read_text()
