@@ -183,6 +183,7 @@ async def transact_until(
             load.transactions[f"{marker}?"] = "begin: no answer"
             continue
         if opened.status_code == 503:
+            assert opened.headers["Retry-After"], opened.text  # open it elsewhere
             load.begin_refused += 1
             await asyncio.sleep(0.05)
             continue

@@ -320,6 +320,8 @@ def test_a_forwarded_call_is_logged_by_both_replicas_under_the_holders_request_i
     [here] = [line for line in other.log_once_it_has(request_id).splitlines() if request_id in line]
     assert json.loads(there)["outcome"] == "ok"
     assert json.loads(here)["outcome"] == "forwarded" and json.loads(here)["status"] == 200
+    metrics = httpx.get(f"{other.url}/metrics", headers=HEADERS).text
+    assert 'poolgate_forwarded_calls_total{outcome="forwarded"}' in metrics
     httpx.post(f"{holder.url}/transaction/{transaction}/rollback", headers=HEADERS)
 
 

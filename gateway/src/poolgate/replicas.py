@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from prometheus_client import CollectorRegistry, Counter
 
 from poolgate.config import Settings
 from poolgate.core.api_keys import require_api_key
@@ -181,7 +182,15 @@ class Replicas:
     """In front of the gateway's handler `inner`: calls on another replica's transactions
     are forwarded to it, everything else is `inner`'s."""
 
-    def __init__(self, settings: Settings, name: str, worker: int, inner: Handle) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        worker: int,
+        inner: Handle,
+        metrics: CollectorRegistry | None = None,
+    ) -> None:
+        """`metrics`: the gateway's, to count the calls forwarded from here in."""
         assert settings.advertise_url is not None
         self.name = name
         self._settings = settings
@@ -189,6 +198,13 @@ class Replicas:
         self.registry = Registry(settings.cache, name, worker, settings.advertise_url)
         self._session: aiohttp.ClientSession | None = None
         self._log = RequestLog()
+        self._forwarded = Counter(
+            "poolgate_forwarded_calls",
+            "Calls on another replica's interactive transaction, by outcome (forwarded:"
+            " the holder answered; else why it could not)",
+            ["outcome"],
+            registry=metrics,
+        )
 
     async def start(self) -> None:
         # the hop is verified as any client's: the system's CAs (SSL_CERT_FILE names others);
@@ -234,6 +250,7 @@ class Replicas:
             response, outcome = _answer(error), _outcome_name(error)
             response.headers["Neon-Request-Id"] = request_id
         self._record(request, request_id, response.status, started, outcome)
+        self._forwarded.labels(outcome).inc()
         return response
 
     async def _forward(self, request: web.BaseRequest, replica: str, worker: int) -> web.Response:

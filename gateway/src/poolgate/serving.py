@@ -42,7 +42,9 @@ async def serve(
     replicas = None
     if settings.advertise_url is not None:
         index = siblings.index if siblings is not None else 0
-        replicas = Replicas(settings, replica or new_name(), index, gateway.handle)
+        replicas = Replicas(
+            settings, replica or new_name(), index, gateway.handle, gateway.metrics.registry
+        )
         gateway.service.transactions.id_prefix += f"{replicas.name}."
     await gateway.start()
     if replicas is not None:
