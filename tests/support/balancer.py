@@ -98,6 +98,7 @@ class Balancer:
 def start_haproxy(directory: Path, replicas: dict[str, str]) -> Balancer:
     """HAProxy in the foreground, once it answers and sees every replica UP."""
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    assert Path(binary).exists(), "haproxy is required (./dev test installs Debian's)"
     port = free_port()
     admin_socket = directory / "haproxy.sock"
     config = directory / "haproxy.cfg"
