@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -431,3 +432,31 @@ def test_a_large_call_is_streamed_to_the_holder_and_its_answer_relayed_whole(
     assert answer.status_code == 200
     assert answer.json()["rows"] == [{"n": len(text), "t": text}]
     httpx.post(f"{holder.url}/transaction/{transaction}/rollback", headers=HEADERS)
+
+
+def test_a_holder_that_takes_the_call_and_never_answers_is_answered_504_by_the_deadline(
+    gateways: GatewayFactory, redis_url: str
+) -> None:
+    import redis
+
+    redis_client = redis.Redis.from_url(replica_redis(redis_url))
+    with socket.socket() as silent:  # accepts connections (the kernel does) and says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        name = "0123456789ab"
+        redis_client.set(
+            f"poolgate:replica:{name}:0", f"http://127.0.0.1:{silent.getsockname()[1]}", ex=60
+        )
+        forwarder = start_replica(
+            gateways,
+            replica_redis(redis_url),
+            *("--api-keys", API_KEY, "--statement-timeout", "1"),
+            workers=1,
+        )
+        try:
+            answer = in_transaction(forwarder.url, f"0.{name}.{'x' * 32}", "SELECT 1")
+            assert answer.status_code == 504  # its deadline: --statement-timeout + 1 s
+            assert "did not answer in time" in answer.json()["message"]
+        finally:
+            forwarder.stop()
+            redis_client.close()
