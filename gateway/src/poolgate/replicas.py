@@ -162,10 +162,11 @@ class Registry:
         return bytes(value).decode() if value is not None else None
 
     async def deregister(self) -> None:
-        """No longer renewed, and deleted (best effort: else it expires)."""
-        if self._renewing is not None:
-            self._renewing.cancel()
-            self._renewing = None
+        """No longer renewed, and deleted (best effort: else it expires); once."""
+        if self._renewing is None:
+            return  # never started, or done already
+        self._renewing.cancel()
+        self._renewing = None
         try:
             await self._redis.delete(self.key)
         except self._errors as exc:
@@ -174,7 +175,6 @@ class Registry:
             )
 
     async def close(self) -> None:
-        await self.deregister()
         await self._redis.aclose()
 
 
@@ -221,12 +221,15 @@ class Replicas:
         await self.registry.start()
 
     async def deregister(self) -> None:
-        """Out of the registry: this worker's transactions have ended (see serving)."""
-        await self.registry.close()
+        """Out of the registry: this worker's transactions have ended (see serving); calls
+        still in flight are forwarded on until `close`."""
+        await self.registry.deregister()
 
     async def close(self) -> None:
+        await self.registry.deregister()  # if it was not already
         if self._session is not None:
             await self._session.close()
+        await self.registry.close()
         self._log.flush()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -245,6 +248,7 @@ class Replicas:
             request_id = response.headers.get("Neon-Request-Id", request_id)
         except asyncio.CancelledError:
             self._record(request, request_id, 499, started, "client_closed")
+            self._forwarded.labels("client_closed").inc()
             raise
         except GatewayError as error:
             response, outcome = _answer(error), _outcome_name(error)
