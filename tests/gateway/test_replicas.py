@@ -26,6 +26,7 @@ from tests.support.services import (
     GatewayFactory,
     free_port,
     make_app_url,
+    run_serve,
     start_redis,
     wait_until_not_running,
 )
@@ -340,8 +341,6 @@ def test_a_forwarded_call_is_logged_by_both_replicas_under_the_holders_request_i
 def test_advertise_url_is_refused_without_a_shared_redis_or_in_a_wrong_shape(
     options: tuple[str, ...], message: str, tmp_path: Path
 ) -> None:
-    from tests.gateway.test_config import run_serve
-
     if "--advertise-url" not in options:
         options = (*options, "--advertise-url", "http://127.0.0.1:4444")
     result = run_serve("--upstream", "postgresql://127.0.0.1:1", *options)
