@@ -64,15 +64,21 @@ def start_replicas(
 ) -> list[Gateway]:
     """Started side by side (each takes a second or two)."""
     started: dict[int, Gateway] = {}
+    failed: list[BaseException] = []
 
     def one(port: int) -> None:
-        started[port] = start_replica(gateways, redis, *options, port=port)
+        try:
+            started[port] = start_replica(gateways, redis, *options, port=port)
+        except BaseException as exc:  # raised below, in the test's own thread
+            failed.append(exc)
 
     threads = [threading.Thread(target=one, args=(port,)) for port in ports]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if failed:
+        raise failed[0]
     return [started[port] for port in ports]
 
 
