@@ -53,9 +53,10 @@ class Fleet:
         self.balancer.wait_for(f"r{index}", "UP")
 
     def name_of(self, index: int) -> str:
-        """Replica `index`'s name, as its workers registered it."""
+        """Replica `index`'s name, as its workers registered it (the last to: a replica
+        started again at the same port writes on in the same log)."""
         log = self.replicas[index].log_once_it_has('"replica_registered"')
-        line = next(line for line in log.splitlines() if '"replica_registered"' in line)
+        line = [line for line in log.splitlines() if '"replica_registered"' in line][-1]
         return line.split("poolgate:replica:")[1].split(":")[0]
 
 
