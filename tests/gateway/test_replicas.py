@@ -339,6 +339,7 @@ def test_a_forwarded_call_is_logged_by_both_replicas_under_the_holders_request_i
         (("--cache", "redis://127.0.0.1:1/0", "--advertise-url", "https://h:1"), "http:// URL"),
         (("--cache", "redis://127.0.0.1:1/0", "--advertise-url", "http://h"), "host:port"),
         (("--cache", "redis://127.0.0.1:1/0", "--advertise-url", "http://h:1/x"), "host:port"),
+        (("--cache", "redis://127.0.0.1:1/0", "--advertise-url", "http://0.0.0.0:1"), "wildcard"),
     ],
 )
 def test_advertise_url_is_refused_without_a_shared_redis_or_in_a_wrong_shape(

@@ -403,6 +403,11 @@ def parse_advertise_url(value: str, settings: Settings) -> str:
         raise ConfigError(
             f"--advertise-url must be {scheme}://host:port, nothing more, got {value!r}"
         )
+    if parts.hostname in ("0.0.0.0", "::"):
+        raise ConfigError(
+            f"--advertise-url must name this host as the other replicas reach it, not the"
+            f" wildcard {parts.hostname} (--listen may be one, --advertise-url may not)"
+        )
     return f"{scheme}://{parts.netloc}"
 
 
