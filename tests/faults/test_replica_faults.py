@@ -25,7 +25,7 @@ import pytest
 from db.client import Database
 from db.transport import HttpxTransport
 from routes.table import build_app
-from tests.faults.conftest import FaultPostgres, FaultReport, FaultRow, scaled
+from tests.faults.conftest import FaultPostgres, FaultReport, FaultRow, scaled, wait_until
 from tests.gateway.test_replicas import start_replica
 from tests.support.balancer import Balancer, start_haproxy
 from tests.support.services import Gateway, GatewayFactory, free_port, make_app_url
@@ -102,6 +102,7 @@ def fleet(
         if gateway.process.poll() is None:
             gateway.process.send_signal(signal.SIGINT)
     gateways.stop_all()
+    wait_until(lambda: fault_postgres.server_connections() == 0, seconds=10)  # as others do
 
 
 @dataclass
