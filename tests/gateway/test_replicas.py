@@ -457,3 +457,32 @@ def test_a_holder_that_takes_the_call_and_never_answers_is_answered_504_by_the_d
             assert "did not answer in time" in answer.json()["message"]
         finally:
             forwarder.stop()
+
+
+def test_three_replicas_behind_the_balancer_serve_one_transaction_together(
+    gateways: GatewayFactory, redis_url: str, tmp_path: Path, schema: None
+) -> None:
+    redis = replica_redis(redis_url)
+    three = [start_replica(gateways, redis, "--api-keys", API_KEY, workers=1) for _ in "abc"]
+    balancer = start_haproxy(
+        tmp_path, {f"r{n}": r.url.removeprefix("http://") for n, r in enumerate(three)}
+    )
+    try:
+        with httpx.Client(base_url=balancer.url, headers=HEADERS, timeout=30) as client:
+            transaction = client.post("/transaction", json={}).json()["id"]
+            inside = {"Poolgate-Transaction": transaction}
+            insert = "INSERT INTO logs (level, message) VALUES ('info', 'three-replicas')"
+            for _ in range(6):  # twice round the three
+                assert (
+                    client.post("/sql", json={"query": insert}, headers=inside).status_code == 200
+                )
+            assert client.post(f"/transaction/{transaction}/commit").status_code == 200
+            count = "SELECT count(*)::int AS n FROM logs WHERE message = 'three-replicas'"
+            assert client.post("/sql", json={"query": count}).json()["rows"] == [{"n": 6}]
+        # the holder forwarded nothing, each of the other two forwarded some of the calls
+        forwarded = sorted(forwarded_calls(replica) for replica in three)
+        assert forwarded[0] == 0 and forwarded[1] >= 1, forwarded
+    finally:
+        balancer.stop()
+        for replica in three:
+            replica.stop()
