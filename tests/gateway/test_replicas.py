@@ -19,9 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack import node_toolchain
+from devstack.postgres import EmbeddedPostgres
+from tests.support.accelerate import SUPPORTED_CLIENT, keys_line
 from tests.support.balancer import Balancer, start_haproxy
 from tests.support.certificates import Certificates
 from tests.support.services import (
+    APP_USER,
     Gateway,
     GatewayFactory,
     free_port,
@@ -275,7 +279,7 @@ def test_a_gateway_without_advertise_url_keeps_ids_of_its_own(gateway: Gateway) 
     httpx.post(f"{gateway.url}/transaction/{transaction}/rollback", headers=plain)
 
 
-def test_the_api_key_is_checked_before_a_call_is_forwarded_and_by_the_holder(
+def test_the_api_key_of_a_forwarded_call_is_checked_by_the_holder(
     fleet: Fleet,
 ) -> None:
     holder, other = fleet.replicas
@@ -486,3 +490,62 @@ def test_three_replicas_behind_the_balancer_serve_one_transaction_together(
         balancer.stop()
         for replica in three:
             replica.stop()
+
+
+def test_prisma_accelerates_transactions_are_forwarded_to_the_replica_holding_them(
+    gateways: GatewayFactory, redis_url: str, tmp_path: Path, postgres: EmbeddedPostgres
+) -> None:
+    table = "replica_accelerate_notes"
+    with postgres.admin("appdb") as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+        conn.execute(f"ALTER TABLE {table} OWNER TO {APP_USER}")
+    key = "acc_" + "ab" * 16
+    keys = tmp_path / "accelerate-keys"
+    keys.write_text(keys_line(key) + "\n")
+    keys.chmod(0o600)
+    accelerate = (
+        *("--accelerate-keys-file", str(keys), "--accelerate-node", node_toolchain.node()),
+        *("--accelerate-node-modules", str(node_toolchain.ROOT / "node_modules")),
+    )
+    holder, other = (
+        start_replica(gateways, replica_redis(redis_url), *accelerate, workers=1) for _ in "ab"
+    )
+    prisma = {
+        "Authorization": f"Bearer {key}",
+        "Prisma-Engine-Hash": SUPPORTED_CLIENT,
+        "Content-Type": "application/json",
+    }
+
+    def insert(row: int) -> dict[str, object]:
+        sql = f'INSERT INTO "public"."{table}" (id) VALUES ($1)'
+        arg_types = [{"scalarType": "int", "arity": "scalar"}]
+        raw = {"type": "rawSql", "sql": sql, "args": [row], "argTypes": arg_types}
+        return {"operation": "executeRaw", "plan": {"type": "execute", "args": raw}, "params": {}}
+
+    try:
+        with httpx.Client(headers=prisma, timeout=30) as client:
+            tx = client.post(f"{holder.url}/transaction/start", json={}).json()["id"]
+            assert tx.count(".") == 2  # <worker>.<replica>.<Prisma's id>
+            ran = client.post(f"{other.url}/transaction/{tx}/query", json=insert(1))
+            assert ran.status_code == 200, ran.text
+            # a savepoint, asked of the other replica, is taken by the holder
+            nested = client.post(f"{other.url}/transaction/start", json={"newTxId": tx})
+            assert nested.status_code == 200, nested.text
+            assert (
+                client.post(f"{other.url}/transaction/{tx}/query", json=insert(2)).status_code
+                == 200
+            )
+            assert client.post(f"{other.url}/transaction/{tx}/rollback").status_code == 200
+            assert client.post(f"{other.url}/transaction/{tx}/commit").status_code == 200
+            with postgres.admin("appdb") as conn:
+                assert conn.execute(f"SELECT id FROM {table}").fetchall() == [(1,)]
+            # a holder gone: Prisma's P2028, in Prisma's shape
+            gone = client.post(f"{holder.url}/transaction/start", json={}).json()["id"]
+            holder.process.send_signal(signal.SIGINT)
+            holder.process.wait(timeout=60)
+            answer = client.post(f"{other.url}/transaction/{gone}/query", json=insert(3))
+            assert answer.status_code == 410 and answer.json()["code"] == "P2028", answer.text
+    finally:
+        holder.stop()
+        other.stop()

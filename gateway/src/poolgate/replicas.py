@@ -8,9 +8,10 @@ With `--advertise-url URL` and `--cache redis://...` (the Redis every replica sh
   before it;
 - an interactive transaction's id names the worker and the replica holding it:
   `<worker>.<replica>.<192 random bits>`;
-- a call on a transaction that reaches another replica is forwarded to the holder's
+- a call on a transaction (poolgate's own, or Prisma Accelerate's: its face names the
+  replica in its ids too) that reaches another replica is forwarded to the holder's
   URL, one hop: the request as the client sent it (the holder checks its credentials
-  and API key; TLS applies as to any client), on a connection of its own, and the answer
+  and key; TLS applies as to any client), on a connection of its own, and the answer
   is relayed unchanged. A client that hangs up closes that connection, which cancels the
   call at the holder (as between workers, see siblings);
 - a holder that is not registered, cannot be connected to, or hangs up without answering
@@ -44,7 +45,6 @@ from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter
 
 from poolgate.config import Settings
-from poolgate.core.api_keys import require_api_key
 from poolgate.core.errors import (
     ExpectationFailed,
     GatewayError,
@@ -78,6 +78,7 @@ _HOP_BY_HOP = frozenset(
 _NOT_RELAYED = _HOP_BY_HOP | {"date", "server"}  # this server writes its own
 
 Handle = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+FailureAnswer = Callable[[web.BaseRequest, GatewayError], Awaitable[web.StreamResponse | None]]
 
 
 def new_name() -> str:
@@ -111,8 +112,11 @@ class Replicas:
         worker: int,
         inner: Handle,
         metrics: CollectorRegistry | None = None,
+        answer_failure: FailureAnswer | None = None,
     ) -> None:
-        """`metrics`: the gateway's, to count the calls forwarded from here in."""
+        """`metrics`: the gateway's, to count the calls forwarded from here in;
+        `answer_failure`: a face's own answer to a hop that failed, for a call of its
+        (None: answered here, as the HTTP face answers)."""
         assert settings.advertise_url is not None
         self.name = name
         self._settings = settings
@@ -120,6 +124,7 @@ class Replicas:
         self.registry = Registry(settings.cache, name, worker, settings.advertise_url)
         self._session: aiohttp.ClientSession | None = None
         self._log = RequestLog()
+        self._answer_failure = answer_failure
         self._forwarded = Counter(
             "poolgate_forwarded_calls",
             "Calls on another replica's interactive transaction, by outcome (forwarded:"
@@ -162,10 +167,13 @@ class Replicas:
         started = time.perf_counter()
         outcome = "forwarded"
         try:
-            if FORWARDED_HEADER in request.headers:
-                raise TransactionExpired()  # the holder's address serves a new replica now
-            require_api_key(request.headers, self._settings.api_keys)
-            response = await self._forward(request, *holder)
+            # the holder checks the credentials and the key (an API key, or an
+            # Accelerate key for Accelerate's transactions)
+            await _continue_if_expected(request)
+            body: bytes | AsyncIterator[bytes] = (
+                request.content.read_nowait() if request.content.is_eof() else _chunks(request)
+            )
+            response: web.StreamResponse = await self.forward(request, body, *holder)
             # the holder's: one id for the call in both logs
             request_id = response.headers.get("Neon-Request-Id", request_id)
         except asyncio.CancelledError:
@@ -173,24 +181,34 @@ class Replicas:
             self._forwarded.labels("client_closed").inc()
             raise
         except GatewayError as error:
-            response, outcome = _answer(error), _outcome_name(error)
+            outcome = _outcome_name(error)
+            answered = await self._answer_failure(request, error) if self._answer_failure else None
+            response = answered if answered is not None else _answer(error)
             response.headers["Neon-Request-Id"] = request_id
         self._record(request, request_id, response.status, started, outcome)
         self._forwarded.labels(outcome).inc()
         return response
 
-    async def _forward(self, request: web.BaseRequest, replica: str, worker: int) -> web.Response:
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        body: bytes | AsyncIterator[bytes],
+        replica: str,
+        worker: int,
+    ) -> web.Response:
+        """`request` (with `body`) answered by worker `worker` of `replica`, which holds
+        the transaction it is on; failures raised as the `GatewayError` they stand for
+        (see the module's docstring). Also the Accelerate face's way to a savepoint in
+        another replica's transaction."""
         assert self._session is not None
+        if FORWARDED_HEADER in request.headers:
+            raise TransactionExpired()  # the holder's address serves a new replica now
         deadline = asyncio.get_running_loop().time() + self._settings.request_deadline
         url = await self.registry.url_of(replica, worker)
         if url is None:
             raise TransactionExpired()  # it stopped (deregistered) or died (expired)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         headers.append((FORWARDED_HEADER, self.name))
-        await _continue_if_expected(request)
-        body: bytes | AsyncIterator[bytes] = (
-            request.content.read_nowait() if request.content.is_eof() else _chunks(request)
-        )
         try:
             async with asyncio.timeout_at(deadline):
                 async with self._session.post(

@@ -12,10 +12,12 @@ import uvloop
 from aiohttp import web
 
 from poolgate.config import Settings, server_tls_context
+from poolgate.core.errors import GatewayError
 from poolgate.faces.accelerate.companion_process import worker_socket
+from poolgate.faces.accelerate.face import claims
 from poolgate.faces.neon_http.app import Gateway, answer_unparsable
 from poolgate.faces.neon_http.json_server import JsonErrorServer
-from poolgate.replicas import Replicas, new_name
+from poolgate.replicas import FailureAnswer, Replicas, new_name
 from poolgate.siblings import Siblings
 from poolgate.supervisor import WorkerIdentity
 
@@ -43,9 +45,17 @@ async def serve(
     if settings.advertise_url is not None:
         index = siblings.index if siblings is not None else 0
         replicas = Replicas(
-            settings, replica or new_name(), index, gateway.handle, gateway.metrics.registry
+            settings,
+            replica or new_name(),
+            index,
+            gateway.handle,
+            gateway.metrics.registry,
+            _accelerate_failures(gateway, settings),
         )
         gateway.service.transactions.id_prefix += f"{replicas.name}."
+        if gateway.accelerate is not None:  # its transaction ids name the replica too
+            gateway.accelerate.replica = (replicas.name, index)
+            gateway.accelerate.forward = replicas.forward
     await gateway.start()
     if replicas is not None:
         await replicas.start()
@@ -121,6 +131,25 @@ async def _serve_companion(gateway: Gateway, siblings: Siblings | None) -> web.S
     await web.UnixSite(runner, str(path)).start()
     path.chmod(0o600)
     return runner
+
+
+def _accelerate_failures(gateway: Gateway, settings: Settings) -> FailureAnswer:
+    """A failed hop of an Accelerate call answered by that face, Prisma-shaped: its body
+    reader raises the failure, which the face answers as its own (and, were it to read
+    no body first, it would find the transaction another replica's: P2028)."""
+
+    async def answer(request: web.BaseRequest, error: GatewayError) -> web.StreamResponse | None:
+        face = gateway.accelerate
+        if face is None or not claims(request, True):
+            return None
+
+        async def failed() -> bytes:
+            raise error
+
+        deadline = asyncio.get_running_loop().time() + settings.request_deadline
+        return await face.answer(request, failed, deadline)
+
+    return answer
 
 
 class Stopping:
