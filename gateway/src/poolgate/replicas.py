@@ -46,12 +46,12 @@ from prometheus_client import CollectorRegistry, Counter
 
 from poolgate.config import Settings
 from poolgate.core.errors import (
-    ExpectationFailed,
     GatewayError,
     OutcomeUnknown,
     TransactionExpired,
 )
 from poolgate.core.request_log import RequestLog
+from poolgate.faces.neon_http.app import answer_error, continue_if_expected, outcome_name
 from poolgate.registry import Registry
 
 log = logging.getLogger("poolgate.replicas")
@@ -169,7 +169,7 @@ class Replicas:
         try:
             # the holder checks the credentials and the key (an API key, or an
             # Accelerate key for Accelerate's transactions)
-            await _continue_if_expected(request)
+            await continue_if_expected(request)
             body: bytes | AsyncIterator[bytes] = (
                 request.content.read_nowait() if request.content.is_eof() else _chunks(request)
             )
@@ -181,10 +181,11 @@ class Replicas:
             self._forwarded.labels("client_closed").inc()
             raise
         except GatewayError as error:
-            outcome = _outcome_name(error)
+            outcome = outcome_name(error)
             answered = await self._answer_failure(request, error) if self._answer_failure else None
-            response = answered if answered is not None else _answer(error)
+            response = answered if answered is not None else answer_error(error)
             response.headers["Neon-Request-Id"] = request_id
+            response.headers.setdefault("Access-Control-Allow-Origin", "*")
         self._record(request, request_id, response.status, started, outcome)
         self._forwarded.labels(outcome).inc()
         return response
@@ -256,32 +257,3 @@ async def _chunks(request: web.BaseRequest) -> AsyncIterator[bytes]:
     """The body as it arrives (the holder applies the size and time limits)."""
     async for chunk in request.content.iter_any():
         yield chunk
-
-
-async def _continue_if_expected(request: web.BaseRequest) -> None:
-    """`Expect: 100-continue` is answered here (the hop does not carry it on): the call is
-    acceptable as far as this replica can tell."""
-    expect = request.headers.get("Expect")
-    if expect is None or request.version < (1, 1):
-        return
-    if expect.lower() != "100-continue":
-        raise ExpectationFailed()
-    if not request.content.is_eof():
-        writer = request.writer
-        await writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        writer.output_size = 0  # the response proper has not started
-
-
-def _answer(error: GatewayError) -> web.Response:
-    """A failure of the hop, answered as the HTTP face answers its own failures."""
-    return web.Response(
-        status=error.status,
-        body=json.dumps(error.body()).encode(),
-        content_type="application/json",
-        headers={**error.headers(), "Access-Control-Allow-Origin": "*"},
-    )
-
-
-def _outcome_name(error: GatewayError) -> str:
-    name = type(error).__name__
-    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")

@@ -1,6 +1,6 @@
 """The HTTP face of the gateway: `/sql` (Neon's protocol), health, readiness, metrics.
 
-Errors become responses in exactly one place, `_answer_error`; every response carries a
+Errors become responses in exactly one place, `answer_error`; every response carries a
 `Neon-Request-Id`, and every request produces one structured log line.
 """
 
@@ -210,7 +210,7 @@ class Gateway:
             try:
                 require_session_key(request, self.settings.api_keys)
             except GatewayError as refused:
-                refusal = _answer_error(refused)
+                refusal = answer_error(refused)
                 self._record(
                     request, request_id, refusal.status, started, "unauthorized", None, None
                 )
@@ -261,7 +261,7 @@ class Gateway:
         sessions only, with no API key asked (the companion has checked the caller's
         Accelerate key), served while draining too (it is this worker's own traffic)."""
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            return _answer_error(RouteNotFound("not found: WebSocket sessions only"))
+            return answer_error(RouteNotFound("not found: WebSocket sessions only"))
         return await self.sessions.serve(request, while_draining=True)
 
     def _session_ended(self, session: Session, seconds: float) -> None:
@@ -475,10 +475,10 @@ def _as_gateway_error(exc: Exception) -> GatewayError:
 def _failure(exc: Exception) -> tuple[web.Response, str, str | None]:
     """A failure's answer, outcome name (metrics, log) and SQLSTATE."""
     error = _as_gateway_error(exc)
-    return _answer_error(error), _outcome_name(error), error.sqlstate
+    return answer_error(error), outcome_name(error), error.sqlstate
 
 
-def _answer_error(error: GatewayError) -> web.Response:
+def answer_error(error: GatewayError) -> web.Response:
     """The one place a failure becomes an HTTP response."""
     return web.Response(
         status=error.status,
@@ -490,12 +490,12 @@ def _answer_error(error: GatewayError) -> web.Response:
 
 def answer_unparsable(exc: BaseException | None) -> web.Response:
     """The answer to a request aiohttp could not parse (see `json_server`)."""
-    response = _answer_error(BadRequest(f"the request is not valid HTTP/1.1: {parse_failure(exc)}"))
+    response = answer_error(BadRequest(f"the request is not valid HTTP/1.1: {parse_failure(exc)}"))
     response.headers["Neon-Request-Id"] = str(uuid.uuid4())
     return response
 
 
-def _outcome_name(error: GatewayError) -> str:
+def outcome_name(error: GatewayError) -> str:
     name = type(error).__name__
     if type(error) is GatewayError:
         return "internal_error"
@@ -545,7 +545,7 @@ async def _read_body(settings: Settings, request: web.BaseRequest, deadline: flo
     limit = settings.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise RequestTooLarge(limit)
-    await _continue_if_expected(request)
+    await continue_if_expected(request)
     if request.content.is_eof():  # all there already: small bodies come with the head
         body = request.content.read_nowait()  # (no loop turn to see the end of it)
         if len(body) > limit:  # chunked, so no Content-Length to check first
@@ -566,7 +566,7 @@ async def _read_body(settings: Settings, request: web.BaseRequest, deadline: flo
     return b"".join(chunks)
 
 
-async def _continue_if_expected(request: web.BaseRequest) -> None:
+async def continue_if_expected(request: web.BaseRequest) -> None:
     """`Expect: 100-continue`: the request was found acceptable (route, method, API key,
     size) when its body is asked for, so the client is told to send it. A request refused
     before that gets its final answer instead, its body never read."""
