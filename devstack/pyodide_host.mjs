@@ -3,7 +3,10 @@
 // Default.fetch, whose JS Response is written back. ctx.waitUntil work keeps running after
 // the response is sent, as the Workers runtime lets it.
 // Usage: node pyodide_host.mjs <config.json>; config: {port, src, standins, wheels, env,
-// settle, assets}; settle (tests only) finishes ctx.waitUntil work before answering;
+// settle, hostOnly, assets}; settle (tests only) finishes ctx.waitUntil work before
+// answering; hostOnly (benchmarks only) answers with a fixed JSON body instead of calling
+// the Worker, so that what remains is the host's own HTTP handling, which workerd does
+// not bill;
 // assets: the directory of wrangler.toml's [assets], served before the Worker.
 import { loadPyodide } from "pyodide";
 import { createServer } from "node:http";
@@ -69,6 +72,7 @@ const env = config.env;
 // one byte past the first, and lets far longer heads through, so the Worker answers.
 const MAX_BODY = 1024 * 1024;
 const JSON_TYPE = "application/json; charset=utf-8";
+const HOST_ONLY_BODY = '{"host":"only"}';
 
 async function readBody(incoming) {
   const chunks = [];
@@ -238,7 +242,9 @@ async function handle(incoming, outgoing) {
   });
   Object.defineProperty(request, "url", { value: url, enumerable: true });
   if (standIn) Object.defineProperty(request, "method", { value: method, enumerable: true });
-  const response = await serve(request, env, Boolean(config.settle));
+  const response = config.hostOnly
+    ? new Response(HOST_ONLY_BODY, { status: 200, headers: { "content-type": JSON_TYPE } })
+    : await serve(request, env, Boolean(config.settle));
   const payload = method === "HEAD" ? null : Buffer.from(await response.arrayBuffer());
   const answerHeaders = Object.fromEntries(response.headers.entries());
   outgoing.writeHead(response.status, answerHeaders);
