@@ -35,6 +35,7 @@ from web import (
     MAX_URL_BYTES,
     Request,
     Response,
+    encode_json,
     header_block_bytes,
     json_response,
     repeated_names,
@@ -141,6 +142,15 @@ class App:
         self.router: Router[RouteSpec] = Router()
         for spec in self.routes:
             self.router.add(spec.method, spec.path, spec)
+        self._encoded: dict[str, bytes] = {}
+
+    def encoded_once(self, name: str, build: Callable[[], Any]) -> bytes:
+        """JSON that depends on the route table alone (the index, /openapi.json): built
+        and encoded at its first request, then served as those bytes (once per isolate)."""
+        body = self._encoded.get(name)
+        if body is None:
+            body = self._encoded[name] = encode_json(build())
+        return body
 
     async def handle(self, request: Request, services: Services) -> Response:
         request_id = request.headers.get("cf-ray") or str(uuid.uuid4())
