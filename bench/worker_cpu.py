@@ -8,15 +8,18 @@ process to go idle before it reads the time again; the gateway's and Postgres's 
 not (other processes).
 
 It also measures what workerd would not bill, to split the figure:
-- **host**: the same host with `--host-only`, which builds the JS Request exactly as for
-  the Worker and answers a fixed JSON Response without calling Python (Node's HTTP
+- **host**: the same host with `--trivial host`, which builds the JS Request exactly as
+  for the Worker and answers a fixed JSON Response without calling Python (Node's HTTP
   server, the Request and Response objects, the write);
+- **Pyodide**: with `--trivial python`, a Python handler that only returns a fixed JS
+  Response, less the host: what entering Python costs per request (the call from JS,
+  its asyncio task, the promise back), which any Python Worker pays in workerd too;
 - **fetch**: Node's own `fetch` (undici) making the Worker's gateway calls (the same
   URL, headers and bodies), timed with `process.cpuUsage()` in a Node script of its
   own, per call, times the calls the gateway logged per request: the route's query and
   the request log INSERTs, of which there are fewer than requests when rows that
   arrive while one is written share the next (request_log);
-- **Python**: what is left, the Worker itself inside Pyodide.
+- **app**: what is left, the Worker's own Python (and the JS objects it makes).
 
 `--src DIR` (repeatable) serves another copy of `src/` too, so that two trees are
 compared in one run and one machine state (e.g. `git archive main src | tar -x -C
@@ -181,7 +184,7 @@ class Host:
             self.process.wait()
 
 
-def start_host(dev_vars: Path, folder: Path, src: Path, host_only: bool) -> Host:
+def start_host(dev_vars: Path, folder: Path, src: Path, trivial: str | None) -> Host:
     port = free_port()
     name = f"host-{port}"
     with (folder / f"{name}.log").open("wb") as log_file:
@@ -192,7 +195,7 @@ def start_host(dev_vars: Path, folder: Path, src: Path, host_only: bool) -> Host
                 "devstack.pyodide_host",
                 *("--dev-vars", str(dev_vars), "--port", str(port)),
                 *("--config", str(folder / f"{name}.json"), "--src", str(src)),
-                *(["--host-only"] if host_only else []),
+                *(["--trivial", trivial] if trivial else []),
             ],
             cwd=ROOT,
             stdout=log_file,
@@ -260,12 +263,12 @@ def main() -> None:
         f"DATABASE_API_KEY={KEY}\nLOCAL_DEVELOPMENT=true\n"
     )
     samples: dict[tuple[str, str], list[Sample]] = {}
-    host_only: list[Sample] = []
+    trivial: dict[str, list[Sample]] = {"host": [], "python": []}
     fetches: list[dict[str, float]] = []
     idles: list[float] = []
 
-    def run(name: str, src: Path, only: bool, paths: tuple[str, ...]) -> None:
-        host = start_host(dev_vars, folder, src, only)
+    def run(name: str, src: Path, answer: str | None, paths: tuple[str, ...]) -> None:
+        host = start_host(dev_vars, folder, src, answer)
         try:
             pid = host.process.pid
             idle = idle_rate_ms(pid)
@@ -280,15 +283,17 @@ def main() -> None:
                         idle / 1000,
                         gateway.log_path,
                     )
-                    (host_only if only else samples.setdefault((name, path), [])).append(sample)
+                    found = trivial[answer] if answer else samples.setdefault((name, path), [])
+                    found.append(sample)
         finally:
             host.stop()
 
     try:
         for repetition in range(args.repeat):
             for tree in trees:
-                run(str(tree), tree, False, ROUTES)
-            run("host only", ROOT / "src", True, ("/",))
+                run(str(tree), tree, None, ROUTES)
+            for answer in trivial:
+                run(answer, ROOT / "src", answer, ("/",))
             fetches.append(fetch_cpu_ms(gateway.url, headers, args.requests))
             print(f"repetition {repetition + 1} of {args.repeat} done", file=sys.stderr)
     finally:
@@ -298,22 +303,24 @@ def main() -> None:
     def cell(found: list[Sample], figure: Callable[[Sample], float]) -> float:
         return median([figure(sample) for sample in found])
 
-    host_ms = cell(host_only, lambda s: s.cpu_ms)
+    host_ms = cell(trivial["host"], lambda s: s.cpu_ms)
+    pyodide_ms = cell(trivial["python"], lambda s: s.cpu_ms) - host_ms
     per_call = {name: median([f[name] for f in fetches]) for name in fetches[0]}
     print(
         f"Pyodide host, {args.requests} sequential requests after {args.warmup} warm-up,"
         f" medians of {args.repeat}; idle Node {median(idles):.2f} ms/s subtracted"
     )
     print(f"host only (Node's HTTP handling, no Python): {host_ms:.2f} ms CPU per request")
+    print(f"Pyodide's own (a trivial Python handler, less the host): {pyodide_ms:.2f} ms")
     print(
         "Node's fetch per call: "
         + ", ".join(f"{name} {ms:.2f} ms" for name, ms in per_call.items())
     )
     print(
-        "| tree | route | CPU ms/request | host | gateway calls | Node fetch | Python"
+        "| tree | route | CPU ms/request | host | Pyodide | gateway calls | Node fetch | app"
         " | wall p50 | wall p99 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for tree in trees:
         for path in ROUTES:
             found = samples[(str(tree), path)]
@@ -321,9 +328,10 @@ def main() -> None:
             calls = cell(found, lambda s: s.calls)
             queries = len(QUERIES[path])
             fetch = (per_call[path] if queries else 0.0) + (calls - queries) * per_call["log"]
+            app = cpu - host_ms - pyodide_ms - fetch
             print(
-                f"| {tree} | GET {path} | **{cpu:.2f}** | {host_ms:.2f} | {calls:.2f} |"
-                f" {fetch:.2f} | {cpu - host_ms - fetch:.2f} |"
+                f"| {tree} | GET {path} | **{cpu:.2f}** | {host_ms:.2f} | {pyodide_ms:.2f} |"
+                f" {calls:.2f} | {fetch:.2f} | {app:.2f} |"
                 f" {cell(found, lambda s: s.p50_ms):.2f} | {cell(found, lambda s: s.p99_ms):.2f} |"
             )
 

@@ -99,7 +99,7 @@ def host_command(
     config_path: Path,
     settle: bool = False,
     src: Path = ROOT / "src",
-    host_only: bool = False,
+    trivial: str | None = None,
 ) -> list[str]:
     try:
         node = node_toolchain.node()
@@ -112,7 +112,7 @@ def host_command(
         "wheels": [str(wheel) for wheel in wheel_files()],
         "env": worker_env(dev_vars),
         "settle": settle,
-        "hostOnly": host_only,
+        "trivial": trivial,
         "assets": str(PUBLIC),
     }
     config_path.write_text(json.dumps(config))
@@ -137,15 +137,16 @@ def main() -> None:
         help="the Worker's source folder (benchmarks compare two trees in one run)",
     )
     parser.add_argument(
-        "--host-only",
-        action="store_true",
-        help="for benchmarks: the host answers every Worker request itself with a fixed"
-        " JSON body, after building the JS Request as for the Worker (the host's own cost)",
+        "--trivial",
+        choices=("host", "python"),
+        help="for benchmarks: every request the Worker would get is answered with a fixed"
+        " JSON body, after the JS Request is built as for the Worker, by the host itself"
+        " (host: its own cost) or by a trivial Python handler (python: Pyodide's own cost)",
     )
     args = parser.parse_args()
     args.config.parent.mkdir(parents=True, exist_ok=True)
     command = host_command(
-        args.dev_vars, args.port, args.config, args.settle, args.src, args.host_only
+        args.dev_vars, args.port, args.config, args.settle, args.src, args.trivial
     )
     os.chdir(ROOT)  # node resolves the `pyodide` package from ./node_modules
     os.execv(command[0], command)
