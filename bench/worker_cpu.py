@@ -7,10 +7,10 @@ work (`ctx.waitUntil`: the request log row) is included, since the bench waits f
 process to go idle before it reads the time again; the gateway's and Postgres's CPU are
 not (other processes).
 
-It also measures what workerd would not bill, to split the figure:
+It also measures the parts, to split the figure:
 - **host**: the same host with `--trivial host`, which builds the JS Request exactly as
   for the Worker and answers a fixed JSON Response without calling Python (Node's HTTP
-  server, the Request and Response objects, the write);
+  server, the Request and Response objects, the write): what workerd does not bill;
 - **Pyodide**: with `--trivial python`, a Python handler that only returns a fixed JS
   Response, less the host: what entering Python costs per request (the call from JS,
   its asyncio task, the promise back), which any Python Worker pays in workerd too;
@@ -18,13 +18,17 @@ It also measures what workerd would not bill, to split the figure:
   URL, headers and bodies), timed with `process.cpuUsage()` in a Node script of its
   own, per call, times the calls the gateway logged per request: the route's query and
   the request log INSERTs, of which there are fewer than requests when rows that
-  arrive while one is written share the next (request_log);
+  arrive while one is written share the next (request_log); workerd's fetch is native
+  code, not this JavaScript;
 - **app**: what is left, the Worker's own Python (and the JS objects it makes).
 
-`--src DIR` (repeatable) serves another copy of `src/` too, so that two trees are
-compared in one run and one machine state (e.g. `git archive main src | tar -x -C
-/tmp/before`); every tree is measured `--repeat` times, interleaved, and the medians
-printed.
+Every host runs at once, each with a gateway of its own (so that its calls can be
+counted in that gateway's log), and the requests go to them in turn, `--block` (50) to
+one host before the next: the machine's noise (other processes on the same cores) falls
+on all of them alike, and each still sees requests in a row, as one Worker would.
+`--src DIR` (repeatable) serves another copy of `src/` beside this one, so that two trees
+are compared in one run (e.g. `git archive main src | tar -x -C /tmp/before`); medians
+of `--repeat` rounds are printed.
 
     uv run python bench/worker_cpu.py [--requests 300] [--repeat 3] [--src /tmp/before/src]
 """
@@ -54,6 +58,7 @@ from tests.support.services import (  # noqa: E402
     APP_DATABASE,
     APP_PASSWORD,
     APP_USER,
+    Gateway,
     free_port,
     make_app_url,
     start_gateway,
@@ -132,48 +137,15 @@ class Sample:
     calls: float  # gateway calls per request
 
 
-def gateway_calls(log_path: Path) -> int:
-    return log_path.read_text().count('"path": "/sql"')
-
-
-def measure(
-    client: httpx.Client,
-    pid: int,
-    path: str,
-    counts: tuple[int, int],
-    idle_ms: float,
-    gateway_log: Path,
-) -> Sample:
-    warmup, count = counts
-    for _ in range(warmup):
-        client.get(path)
-    before = wait_until_idle(pid)
-    calls_before = gateway_calls(gateway_log)
-    idle_started = time.monotonic()
-    took = []
-    for _ in range(count):
-        started = time.perf_counter()
-        reply = client.get(path)
-        took.append((time.perf_counter() - started) * 1000)
-        assert reply.status_code == 200, reply.text
-    after = wait_until_idle(pid)
-    # what the process uses doing nothing (timers), over the same span, is not the
-    # requests' (wait_until_idle's quiet spell included)
-    idle = idle_ms * (time.monotonic() - idle_started)
-    calls = gateway_calls(gateway_log) - calls_before  # its lines are written by now
-    ordered = sorted(took)
-    return Sample(
-        max(0.0, ((after - before) * 1000 - idle) / count),
-        statistics.median(ordered),
-        ordered[int(len(ordered) * 0.99) - 1],
-        calls / count,
-    )
-
-
 @dataclass
 class Host:
+    name: str
     url: str
     process: subprocess.Popen[bytes]
+    gateway: Gateway
+
+    def calls(self) -> int:
+        return self.gateway.log_text().count('"path": "/sql"')
 
     def stop(self) -> None:
         self.process.terminate()
@@ -184,17 +156,22 @@ class Host:
             self.process.wait()
 
 
-def start_host(dev_vars: Path, folder: Path, src: Path, trivial: str | None) -> Host:
+def start_host(name: str, folder: Path, gateway: Gateway, src: Path, trivial: str | None) -> Host:
     port = free_port()
-    name = f"host-{port}"
-    with (folder / f"{name}.log").open("wb") as log_file:
+    dev_vars = folder / f".dev.vars-{port}"
+    dev_vars.write_text(
+        f"DATABASE_URL={make_app_url()}\nDATABASE_HTTP_ENDPOINT={gateway.url}/sql\n"
+        f"DATABASE_API_KEY={KEY}\nLOCAL_DEVELOPMENT=true\n"
+    )
+    log = folder / f"host-{port}.log"
+    with log.open("wb") as log_file:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "devstack.pyodide_host",
                 *("--dev-vars", str(dev_vars), "--port", str(port)),
-                *("--config", str(folder / f"{name}.json"), "--src", str(src)),
+                *("--config", str(folder / f"host-{port}.json"), "--src", str(src)),
                 *(["--trivial", trivial] if trivial else []),
             ],
             cwd=ROOT,
@@ -203,15 +180,44 @@ def start_host(dev_vars: Path, folder: Path, src: Path, trivial: str | None) -> 
             env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "."])},
         )
     url = f"http://127.0.0.1:{port}"
-    wait_until_answering(process, f"{url}/", folder / f"{name}.log", 120)
-    return Host(url, process)  # the pid is Node's: pyodide_host execs it
+    wait_until_answering(process, f"{url}/", log, 180)
+    return Host(name, url, process, gateway)  # the pid is Node's: pyodide_host execs it
 
 
-def idle_rate_ms(pid: int, seconds: float = 2.0) -> float:
-    """CPU ms per second the idle process uses."""
-    before = wait_until_idle(pid)
-    time.sleep(seconds)
-    return (process_cpu_seconds(pid) - before) * 1000 / seconds
+def measure(hosts: list[Host], path: str, warmup: int, count: int, block: int) -> dict[str, Sample]:
+    """`path` on every host in turn, `block` requests each, until each had `count`, after
+    `warmup` each."""
+    clients = {host.name: httpx.Client(base_url=host.url, timeout=30) for host in hosts}
+    try:
+        for _ in range(warmup):
+            for host in hosts:
+                clients[host.name].get(path)
+        cpu = {host.name: wait_until_idle(host.process.pid) for host in hosts}
+        calls = {host.name: host.calls() for host in hosts}
+        took: dict[str, list[float]] = {host.name: [] for host in hosts}
+        for _ in range(count // block):
+            for host in hosts:
+                client = clients[host.name]
+                for _ in range(block):
+                    started = time.perf_counter()
+                    reply = client.get(path)
+                    took[host.name].append((time.perf_counter() - started) * 1000)
+                    assert reply.status_code == 200, reply.text
+        for host in hosts:  # deferred work (the request log rows) done
+            cpu[host.name] = wait_until_idle(host.process.pid) - cpu[host.name]
+    finally:
+        for client in clients.values():
+            client.close()
+    samples = {}
+    for host in hosts:
+        ordered = sorted(took[host.name])
+        samples[host.name] = Sample(
+            cpu[host.name] * 1000 / len(took[host.name]),
+            statistics.median(ordered),
+            ordered[int(len(ordered) * 0.99) - 1],
+            (host.calls() - calls[host.name]) / len(took[host.name]),  # written by now
+        )
+    return samples
 
 
 def fetch_cpu_ms(gateway_url: str, headers: dict[str, str], count: int) -> dict[str, float]:
@@ -238,13 +244,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--block", type=int, default=50, help="requests to a host in a row")
     parser.add_argument("--src", type=Path, action="append", default=[])
     args = parser.parse_args()
-    trees = [*args.src, ROOT / "src"]
+    trees = [*(str(tree) for tree in args.src), "src"]
     folder = Path(tempfile.mkdtemp(prefix="bench-worker-cpu-"))
     postgres = start_postgres(folder / "pg")
     apply_schema(postgres.direct_url(APP_USER, APP_PASSWORD, APP_DATABASE))
-    gateway = start_gateway(postgres.upstream_url, folder, "--api-keys", KEY)
     headers = {
         "Content-Type": "application/json",
         "Neon-Connection-String": make_app_url(),
@@ -252,66 +258,44 @@ def main() -> None:
         "Neon-Raw-Text-Output": "true",
         "Neon-Array-Mode": "true",
     }
-    httpx.post(
-        f"{gateway.url}/sql",
-        json={"query": "INSERT INTO users (email, name) VALUES ('b@e.ch', 'B')"},
-        headers=headers,
-    ).raise_for_status()
-    dev_vars = folder / ".dev.vars"
-    dev_vars.write_text(
-        f"DATABASE_URL={make_app_url()}\nDATABASE_HTTP_ENDPOINT={gateway.url}/sql\n"
-        f"DATABASE_API_KEY={KEY}\nLOCAL_DEVELOPMENT=true\n"
-    )
-    samples: dict[tuple[str, str], list[Sample]] = {}
-    trivial: dict[str, list[Sample]] = {"host": [], "python": []}
-    fetches: list[dict[str, float]] = []
-    idles: list[float] = []
-
-    def run(name: str, src: Path, answer: str | None, paths: tuple[str, ...]) -> None:
-        host = start_host(dev_vars, folder, src, answer)
-        try:
-            pid = host.process.pid
-            idle = idle_rate_ms(pid)
-            idles.append(idle)
-            with httpx.Client(base_url=host.url) as client:
-                for path in paths:
-                    sample = measure(
-                        client,
-                        pid,
-                        path,
-                        (args.warmup, args.requests),
-                        idle / 1000,
-                        gateway.log_path,
-                    )
-                    found = trivial[answer] if answer else samples.setdefault((name, path), [])
-                    found.append(sample)
-        finally:
-            host.stop()
-
+    gateways: list[Gateway] = []
+    hosts: list[Host] = []
     try:
+        for name in [*trees, "trivial host", "trivial python"]:
+            gateway = start_gateway(postgres.upstream_url, folder, "--api-keys", KEY)
+            gateways.append(gateway)
+            src = ROOT / "src" if name.startswith("trivial") or name == "src" else Path(name)
+            trivial = name.removeprefix("trivial ") if name.startswith("trivial") else None
+            hosts.append(start_host(name, folder, gateway, src, trivial))
+        httpx.post(
+            f"{gateways[0].url}/sql",
+            json={"query": "INSERT INTO users (email, name) VALUES ('b@e.ch', 'B')"},
+            headers=headers,
+        ).raise_for_status()
+        samples: dict[tuple[str, str], list[Sample]] = {}
+        fetches: list[dict[str, float]] = []
         for repetition in range(args.repeat):
-            for tree in trees:
-                run(str(tree), tree, None, ROUTES)
-            for answer in trivial:
-                run(answer, ROOT / "src", answer, ("/",))
-            fetches.append(fetch_cpu_ms(gateway.url, headers, args.requests))
-            print(f"repetition {repetition + 1} of {args.repeat} done", file=sys.stderr)
+            for path in ROUTES:
+                taken = measure(hosts, path, args.warmup, args.requests, args.block)
+                for name, sample in taken.items():
+                    samples.setdefault((name, path), []).append(sample)
+            fetches.append(fetch_cpu_ms(gateways[0].url, headers, args.requests))
+            print(f"round {repetition + 1} of {args.repeat} done", file=sys.stderr)
     finally:
-        gateway.stop()
+        for host in hosts:
+            host.stop()
+        for gateway in gateways:
+            gateway.stop()
         postgres.stop()
 
-    def cell(found: list[Sample], figure: Callable[[Sample], float]) -> float:
-        return median([figure(sample) for sample in found])
+    def cell(name: str, path: str, figure: Callable[[Sample], float]) -> float:
+        return median([figure(sample) for sample in samples[(name, path)]])
 
-    host_ms = cell(trivial["host"], lambda s: s.cpu_ms)
-    pyodide_ms = cell(trivial["python"], lambda s: s.cpu_ms) - host_ms
     per_call = {name: median([f[name] for f in fetches]) for name in fetches[0]}
     print(
-        f"Pyodide host, {args.requests} sequential requests after {args.warmup} warm-up,"
-        f" medians of {args.repeat}; idle Node {median(idles):.2f} ms/s subtracted"
+        f"Pyodide host, {args.requests} sequential requests per host after {args.warmup}"
+        f" warm-up, the hosts in turn {args.block} at a time; medians of {args.repeat} rounds"
     )
-    print(f"host only (Node's HTTP handling, no Python): {host_ms:.2f} ms CPU per request")
-    print(f"Pyodide's own (a trivial Python handler, less the host): {pyodide_ms:.2f} ms")
     print(
         "Node's fetch per call: "
         + ", ".join(f"{name} {ms:.2f} ms" for name, ms in per_call.items())
@@ -321,18 +305,21 @@ def main() -> None:
         " | wall p50 | wall p99 |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for tree in trees:
-        for path in ROUTES:
-            found = samples[(str(tree), path)]
-            cpu = cell(found, lambda s: s.cpu_ms)
-            calls = cell(found, lambda s: s.calls)
+    for path in ROUTES:
+        # the trivial hosts answered the same path, in the same turns
+        host_ms = cell("trivial host", path, lambda s: s.cpu_ms)
+        pyodide_ms = cell("trivial python", path, lambda s: s.cpu_ms) - host_ms
+        for tree in trees:
+            cpu = cell(tree, path, lambda s: s.cpu_ms)
+            calls = cell(tree, path, lambda s: s.calls)
             queries = len(QUERIES[path])
             fetch = (per_call[path] if queries else 0.0) + (calls - queries) * per_call["log"]
             app = cpu - host_ms - pyodide_ms - fetch
             print(
                 f"| {tree} | GET {path} | **{cpu:.2f}** | {host_ms:.2f} | {pyodide_ms:.2f} |"
                 f" {calls:.2f} | {fetch:.2f} | {app:.2f} |"
-                f" {cell(found, lambda s: s.p50_ms):.2f} | {cell(found, lambda s: s.p99_ms):.2f} |"
+                f" {cell(tree, path, lambda s: s.p50_ms):.2f} |"
+                f" {cell(tree, path, lambda s: s.p99_ms):.2f} |"
             )
 
 
