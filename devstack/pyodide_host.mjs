@@ -3,8 +3,12 @@
 // Default.fetch, whose JS Response is written back. ctx.waitUntil work keeps running after
 // the response is sent, as the Workers runtime lets it.
 // Usage: node pyodide_host.mjs <config.json>; config: {port, src, standins, wheels, env,
-// settle, assets}; settle (tests only) finishes ctx.waitUntil work before answering;
-// assets: the directory of wrangler.toml's [assets], served before the Worker.
+// settle, trivial, assets}; settle (tests only) finishes ctx.waitUntil work before
+// answering; trivial (benchmarks only) answers with a fixed JSON body instead of calling
+// the Worker, from the host itself ("host": what is left is the host's own HTTP
+// handling, which workerd does not bill) or from a trivial Python handler ("python":
+// Pyodide's own cost of a request, which any Python Worker pays); assets: the directory
+// of wrangler.toml's [assets], served before the Worker.
 import { loadPyodide } from "pyodide";
 import { createServer } from "node:http";
 import { readFileSync, statSync } from "node:fs";
@@ -69,6 +73,19 @@ const env = config.env;
 // one byte past the first, and lets far longer heads through, so the Worker answers.
 const MAX_BODY = 1024 * 1024;
 const JSON_TYPE = "application/json; charset=utf-8";
+const TRIVIAL_BODY = '{"trivial":true}';
+// --trivial python: the cheapest answer a Python handler can give
+const trivialPython = pyodide.runPython(`
+import js
+from pyodide.ffi import to_js
+
+
+async def trivial(request):
+    headers = to_js([["content-type", "${JSON_TYPE}"]])
+    return js.Response.new(${JSON.stringify(TRIVIAL_BODY)}, status=200, headers=headers)
+
+trivial
+`);
 
 async function readBody(incoming) {
   const chunks = [];
@@ -238,7 +255,14 @@ async function handle(incoming, outgoing) {
   });
   Object.defineProperty(request, "url", { value: url, enumerable: true });
   if (standIn) Object.defineProperty(request, "method", { value: method, enumerable: true });
-  const response = await serve(request, env, Boolean(config.settle));
+  let response;
+  if (config.trivial === "host") {
+    response = new Response(TRIVIAL_BODY, { status: 200, headers: { "content-type": JSON_TYPE } });
+  } else if (config.trivial === "python") {
+    response = await trivialPython(request);
+  } else {
+    response = await serve(request, env, Boolean(config.settle));
+  }
   const payload = method === "HEAD" ? null : Buffer.from(await response.arrayBuffer());
   const answerHeaders = Object.fromEntries(response.headers.entries());
   outgoing.writeHead(response.status, answerHeaders);

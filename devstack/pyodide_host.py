@@ -93,18 +93,26 @@ def worker_env(dev_vars: Path) -> dict[str, str]:
     return env
 
 
-def host_command(dev_vars: Path, port: int, config_path: Path, settle: bool = False) -> list[str]:
+def host_command(
+    dev_vars: Path,
+    port: int,
+    config_path: Path,
+    settle: bool = False,
+    src: Path = ROOT / "src",
+    trivial: str | None = None,
+) -> list[str]:
     try:
         node = node_toolchain.node()
     except node_toolchain.NodeMissing as missing:
         raise SystemExit(f"pyodide host: {missing}") from None
     config = {
         "port": port,
-        "src": str(ROOT / "src"),
+        "src": str(src.resolve()),
         "standins": str(ROOT / "devstack" / "pyodide_standins"),
         "wheels": [str(wheel) for wheel in wheel_files()],
         "env": worker_env(dev_vars),
         "settle": settle,
+        "trivial": trivial,
         "assets": str(PUBLIC),
     }
     config_path.write_text(json.dumps(config))
@@ -122,9 +130,24 @@ def main() -> None:
         action="store_true",
         help="for tests: finish ctx.waitUntil work before answering (never for measuring)",
     )
+    parser.add_argument(
+        "--src",
+        type=Path,
+        default=ROOT / "src",
+        help="the Worker's source folder (benchmarks compare two trees in one run)",
+    )
+    parser.add_argument(
+        "--trivial",
+        choices=("host", "python"),
+        help="for benchmarks: every request the Worker would get is answered with a fixed"
+        " JSON body, after the JS Request is built as for the Worker, by the host itself"
+        " (host: its own cost) or by a trivial Python handler (python: Pyodide's own cost)",
+    )
     args = parser.parse_args()
     args.config.parent.mkdir(parents=True, exist_ok=True)
-    command = host_command(args.dev_vars, args.port, args.config, args.settle)
+    command = host_command(
+        args.dev_vars, args.port, args.config, args.settle, args.src, args.trivial
+    )
     os.chdir(ROOT)  # node resolves the `pyodide` package from ./node_modules
     os.execv(command[0], command)
 

@@ -35,6 +35,7 @@ from web import (
     MAX_URL_BYTES,
     Request,
     Response,
+    encode_json,
     header_block_bytes,
     json_response,
     repeated_names,
@@ -141,6 +142,15 @@ class App:
         self.router: Router[RouteSpec] = Router()
         for spec in self.routes:
             self.router.add(spec.method, spec.path, spec)
+        self._encoded: dict[str, bytes] = {}
+
+    def encoded_once(self, name: str, build: Callable[[], Any]) -> bytes:
+        """JSON that depends on the route table alone (the index, /openapi.json): built
+        and encoded at its first request, then served as those bytes (once per isolate)."""
+        body = self._encoded.get(name)
+        if body is None:
+            body = self._encoded[name] = encode_json(build())
+        return body
 
     async def handle(self, request: Request, services: Services) -> Response:
         request_id = request.headers.get("cf-ray") or str(uuid.uuid4())
@@ -156,9 +166,7 @@ class App:
         response.headers.update(cors.RESPONSE_HEADERS)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         if services.database is not None:
-            services.defer(
-                _write_log_row(services.database, request, response, request_id, duration_ms)
-            )
+            services.defer(_log_row(services.database, request, response, request_id, duration_ms))
         return response
 
     async def _dispatch(self, request: Request, request_id: str, services: Services) -> Response:
@@ -208,9 +216,11 @@ def _redirect(path: str, request: Request) -> Response:
     return json_response({"redirect": location}, status=308, headers={"location": location})
 
 
-async def _write_log_row(
+def _log_row(
     database: Database, request: Request, response: Response, request_id: str, duration_ms: float
-) -> None:
+) -> Awaitable[None]:
+    """The request's row in the request log, as work to run after the answer (batched;
+    it never raises)."""
     level = "error" if response.status >= 500 else "warning" if response.status >= 400 else "info"
     meta = {
         "method": request.method,
@@ -220,4 +230,4 @@ async def _write_log_row(
         "request_id": request_id,
     }
     message = f"{request.method} {request.path} {response.status}"
-    await request_log(database).write(level, message, meta)  # batched; never raises
+    return request_log(database).add(level, message, meta)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from errors import BadCursor, BadRequest, MalformedJson, UnsupportedMediaType, ValidationFailed
-from models import BIGINT_MAX
+from models import BIGINT_MAX, Output
 from web import Request
 
 M = TypeVar("M", bound=BaseModel)
@@ -225,7 +225,7 @@ def keyset_window(
 
 
 def page(
-    rows: list[dict[str, Any]], limit: int, model: type[BaseModel], listing: dict[str, Any]
+    rows: list[dict[str, Any]], limit: int, model: type[Output], listing: dict[str, Any]
 ) -> dict[str, Any]:
     """Items of a keyset page fetched with LIMIT limit + 1, and the cursor to the next
     page of `listing` (the route and its filters, which the cursor is bound to).
@@ -235,6 +235,6 @@ def page(
     items = rows[:limit]
     more = len(rows) > limit or bool(rows and rows[0].get("fetched", 0) > len(rows))
     return {
-        "items": [model.model_validate(row) for row in items],
+        "items": [model.of(row) for row in items],
         "next_cursor": encode_cursor(_position(items[-1]["id"], listing)) if more else None,
     }

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import weakref
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +49,23 @@ class RequestLog:
     async def write(self, level: str, message: str, meta: dict[str, Any]) -> None:
         """Returns once the row's batch is written (or failed: a lost log row is logged
         here and never fails the request it describes)."""
+        await self.add(level, message, meta)
+
+    def add(self, level: str, message: str, meta: dict[str, Any]) -> Awaitable[None]:
+        """The row's deferred work, done once its batch is written: while a batch is
+        open, the row joins it at once and what is returned is that batch's being
+        written (a future: no task of its own, which in Pyodide is a loop turn or two
+        per request); otherwise a coroutine that opens a batch with it and writes it."""
         row = {"level": level, "message": message, "meta": meta}
         if self._open is not None:
             self._open.rows.append(row)
-            await asyncio.shield(self._open.written)  # cancelling one waiter cancels no one
+            return asyncio.shield(self._open.written)  # cancelling one waiter cancels no one
+        return self._lead(row)
+
+    async def _lead(self, row: dict[str, Any]) -> None:
+        if self._open is not None:  # one opened since `add`: the row joins it
+            self._open.rows.append(row)
+            await asyncio.shield(self._open.written)
             return
         batch = self._open = _Batch([row])
         previous, self._last = self._last, batch.written

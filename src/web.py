@@ -93,10 +93,13 @@ def _to_json(value: Any) -> Any:
 
 def encode_json(data: Any) -> bytes:
     raw: list[str] = []
-    marker = f"raw-json-{secrets.token_hex(16)}-"  # unguessable, so no content collides
+    marker = ""  # drawn at the first RawJson: most answers hold none
 
     def default(value: Any) -> Any:
+        nonlocal marker
         if isinstance(value, RawJson):
+            if not raw:
+                marker = f"raw-json-{secrets.token_hex(16)}-"  # unguessable: no content collides
             raw.append(value.text)
             return f"{marker}{len(raw) - 1}"
         return _to_json(value)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from http import HTTPMethod
 from typing import Any
 from urllib.parse import urlsplit
 
+import js
+from pyodide.ffi import JsException, to_js
 from workers import Request as WorkersRequest
 from workers import Response as WorkersResponse
-from workers import fetch
 
 from app import Services, database_from_env
 from db.client import Database
@@ -37,29 +37,38 @@ Handle = Callable[[Request, Services], Awaitable[Response]]
 
 
 class FetchTransport:
-    """The database transport inside Workers: the runtime's own `fetch`, with a timeout."""
+    """The database transport inside Workers: the runtime's own `fetch`, called directly,
+    with the deadline as an `AbortSignal`, so the runtime itself aborts a call that runs
+    over (and no Python timer is armed per call).
+
+    Not the SDK's `workers.fetch`: it goes through `pyodide.http.pyfetch`, which builds an
+    AbortController, a second JS Request for the response's URL and, for the headers, an
+    `email.message.Message`, which together cost more Python time than the call itself."""
 
     async def __call__(self, call: HttpCall) -> HttpReply:
         try:
-            reply = await asyncio.wait_for(self._post(call), call.timeout)
-        except TimeoutError:
-            raise TransportFailure(f"no answer within {call.timeout:g} s") from None
-        except OSError as exc:  # pyodide's fetch raises OSError when no response came
-            raise TransportFailure(str(exc)) from None
-        return reply
+            reply = await js.fetch(
+                call.url,
+                method="POST",
+                headers=to_js(list(call.headers.items())),
+                body=call.body.decode(),
+                signal=js.AbortSignal.timeout(max(1, round(call.timeout * 1000))),
+            )
+            body = (await reply.arrayBuffer()).to_bytes()
+        except JsException as exc:  # no response came, or its body broke off
+            if exc.name == "TimeoutError":
+                raise TransportFailure(f"no answer within {call.timeout:g} s") from None
+            raise TransportFailure(exc.message) from None
+        return HttpReply(reply.status, dict(js.Array.from_(reply.headers).to_py()), body)
 
-    @staticmethod
-    async def _post(call: HttpCall) -> HttpReply:
-        response = await fetch(
-            call.url, method=HTTPMethod.POST, headers=dict(call.headers), body=call.body.decode()
-        )
-        body = await response.bytes()
-        return HttpReply(response.status, dict(response.headers), body)
 
-
-async def to_request(request: WorkersRequest) -> Request:
+async def to_request(request: Any) -> Request:
+    """The app's Request from the runtime's JS one, read directly (the SDK's wrapper
+    copies the headers into an `email.message.Message` first)."""
     url = urlsplit(request.url)
-    headers = {name.lower(): value for name, value in request.headers.items()}
+    # Fetch's Headers: names lower-cased, a repeated name's values joined with ", "
+    # (Set-Cookie's given one by one: the last counts); values stripped as the SDK does
+    headers = {name: value.strip() for name, value in js.Array.from_(request.headers).to_py()}
     declared = headers.get("content-length", "")
     # the length before int(): past 4,300 digits int() raises instead of comparing
     too_large = (
@@ -69,10 +78,10 @@ async def to_request(request: WorkersRequest) -> Request:
     )
     # the JS request's own string: the SDK's `method` is an HTTPMethod enum, which raises
     # for methods it does not list (QUERY, PROPFIND...) instead of letting the router 405
-    method = str(request.js_object.method).upper()
+    method = str(request.method).upper()
     body = b""
     if not too_large and method not in ("GET", "HEAD"):
-        body = await request.bytes()
+        body = (await request.arrayBuffer()).to_bytes()
         too_large = len(body) > MAX_BODY_BYTES
     return Request(
         method=method,
@@ -86,8 +95,16 @@ async def to_request(request: WorkersRequest) -> Request:
 
 
 def to_workers_response(response: Response) -> WorkersResponse:
+    """The SDK's Response around a JS one built here (the SDK's own constructor checks
+    and converts its arguments one by one)."""
     body = response.body if response.body and response.status not in (204, 304) else None
-    return WorkersResponse(body, status=response.status, headers=response.headers)
+    return WorkersResponse(
+        js.Response.new(
+            None if body is None else to_js(body),
+            status=response.status,
+            headers=to_js(list(response.headers.items())),
+        )
+    )
 
 
 def env_values(env: Any) -> dict[str, str | None]:
@@ -104,20 +121,29 @@ class WorkersAdapter:
     def __init__(self, handle: Handle) -> None:
         self._handle = handle
         self._transport = FetchTransport()
-        self._database: tuple[tuple[str | None, ...], Database | None, ConfigurationError | None]
-        self._database = ((), None, None)
+        # (the env it was built from, its JS identity, its values, database, why none)
+        self._database: tuple[
+            Any, int | None, tuple[str | None, ...], Database | None, ConfigurationError | None
+        ] = (None, None, (), None, None)
 
     def _database_for(self, env: Any) -> tuple[Database | None, ConfigurationError | None]:
+        """The runtime hands every request the isolate's one JS `env` (the SDK wraps it
+        anew each time): the same object (`js_id`, kept alive here so that its id is
+        never reused) has the same values, which are read again only for another one."""
+        identity = getattr(env, "js_id", None)
+        _, kept_identity, key, database, problem = self._database
+        if identity is not None and identity == kept_identity:
+            return database, problem
         values = env_values(env)
-        key = tuple(values.values())
-        if self._database[0] != key:
-            self._database = (key, *database_from_env(values, self._transport))
-        return self._database[1], self._database[2]
+        if tuple(values.values()) != key:
+            database, problem = database_from_env(values, self._transport)
+        self._database = (env, identity, tuple(values.values()), database, problem)
+        return database, problem
 
     async def serve(self, request: WorkersRequest | Any, env: Any, ctx: Any) -> WorkersResponse:
         """Answer one request. `request` may be the SDK's Request or the runtime's JS one."""
-        if not isinstance(request, WorkersRequest):
-            request = WorkersRequest(request)
+        if isinstance(request, WorkersRequest):
+            request = request.js_object
         database, problem = self._database_for(env)
 
         def defer(work: Awaitable[Any]) -> None:

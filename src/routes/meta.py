@@ -6,15 +6,17 @@ import time
 
 from app import NAME, VERSION, Context
 from openapi import build_openapi, openapi_path
-from web import Response, json_response
+from web import JSON_CONTENT_TYPE, Response, json_response
 
 
 async def index(ctx: Context) -> Response:
     """JSON for API clients; a small page for a browser (one that asks for HTML first)."""
     if wants_html(ctx.request.headers.get("accept", "")):
         return Response(200, _INDEX_PAGE, {"content-type": "text/html; charset=utf-8"})
-    return json_response(
-        {
+    routes = ctx.app.routes
+    body = ctx.app.encoded_once(
+        "index",
+        lambda: {
             "name": NAME,
             "version": VERSION,
             "explorer": "/docs",
@@ -22,10 +24,11 @@ async def index(ctx: Context) -> Response:
             "health": "/health",
             "routes": [
                 {"method": spec.method, "path": openapi_path(spec.path), "summary": spec.summary}
-                for spec in ctx.app.routes
+                for spec in routes
             ],
-        }
+        },
     )
+    return Response(200, body, {"content-type": JSON_CONTENT_TYPE})
 
 
 def wants_html(accept: str) -> bool:
@@ -83,4 +86,6 @@ async def health(ctx: Context) -> Response:
 
 
 async def openapi(ctx: Context) -> Response:
-    return json_response(build_openapi(ctx.app.routes))
+    routes = ctx.app.routes
+    body = ctx.app.encoded_once("openapi", lambda: build_openapi(routes))
+    return Response(200, body, {"content-type": JSON_CONTENT_TYPE})

@@ -60,7 +60,7 @@ async def get_post(ctx: Context) -> Response:
     row = await ctx.db.query_one(f"SELECT {COLUMNS} FROM posts WHERE id = $1", ctx.params["id"])
     if row is None:
         raise post_missing(ctx.params["id"])
-    return json_response(Post.model_validate(row))
+    return json_response(Post.of(row))
 
 
 def too_many_drafts(user_id: int, drafts: int = 0) -> Conflict:

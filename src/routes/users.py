@@ -38,7 +38,7 @@ async def get_user(ctx: Context) -> Response:
     row = await ctx.db.query_one(f"SELECT {COLUMNS} FROM users WHERE id = $1", ctx.params["id"])
     if row is None:
         raise user_missing(ctx.params["id"])
-    return json_response(User.model_validate(row))
+    return json_response(User.of(row))
 
 
 async def create_user(ctx: Context) -> Response:
