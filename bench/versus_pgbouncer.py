@@ -9,7 +9,11 @@ single-row `SELECT id, name, email FROM users WHERE id = $1` with a random id:
 - the Worker's `GET /users/{id}` on the CPython host, in front of that gateway;
 - 1,000 concurrent clients on the gateway: statuses, server connections, memory.
 
-Prints the table and every ratio issue 13 sets a target for.
+Prints the table and every ratio issues 13 and 23 set a target for. `--variants` runs
+several gateways in the same run, one after the other, so that levers are measured
+before and after on the same noise: each `label=DRIVER[@git:REF]` is the gateway with
+`POOLGATE_DRIVER=DRIVER` (psycopg, wire, asyncpg), from this tree or from `gateway/src`
+as commit REF has it (e.g. `main=psycopg@git:main,wire=wire`); the first is the table's.
 
     uv run --group bench python bench/versus_pgbouncer.py [--seconds 10] [--workers N]
 """
@@ -229,10 +233,15 @@ async def storm(url: str, clients: int, seconds: float) -> Counter[int]:
 
 
 def run_storm(
-    postgres: object, folder: Path, gateway_options: list[str], clients: int, seconds: int
+    postgres: object,
+    folder: Path,
+    gateway_options: list[str],
+    clients: int,
+    seconds: int,
+    env: dict[str, str] | None = None,
 ) -> str:
     """A fresh gateway (no cache filled by earlier runs) under `clients` at once."""
-    gateway = start_gateway(postgres.upstream_url, folder, *gateway_options)  # type: ignore[attr-defined]
+    gateway = start_gateway(postgres.upstream_url, folder, *gateway_options, env=env)  # type: ignore[attr-defined]
     try:
         sampler = ConnectionSampler(postgres, APP_USER)  # type: ignore[arg-type]
         with sampler:
@@ -247,12 +256,37 @@ def run_storm(
     )
 
 
+def _variant(spec: str, folder: Path) -> tuple[str, dict[str, str]]:
+    """(label, the gateway's environment) of one `label=DRIVER[@git:REF]`."""
+    label, _, rest = spec.partition("=")
+    driver, _, source = (rest or label).partition("@")
+    env = {"POOLGATE_DRIVER": driver}
+    if source:
+        if not source.startswith("git:"):
+            raise SystemExit(f"--variants: {spec!r}: the source is git:REF")
+        tree = folder / f"src-{label}"
+        tree.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", source[4:], "gateway/src"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        env["PYTHONPATH"] = str(tree / "gateway" / "src")  # ahead of the editable install
+    return label, env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", default="1,16,64")
     parser.add_argument("--workers", default="", help="poolgate --workers (default: its own)")
     parser.add_argument("--storm", type=int, default=1000, help="clients in the storm")
+    parser.add_argument(
+        "--variants",
+        default="psycopg",
+        help="comma-separated label=DRIVER[@git:REF], each its own gateway (see above)",
+    )
     parser.add_argument("--only", default="", help="comma-separated: pgbench,poolgate,worker")
     options = parser.parse_args()
     for tool in ("wrk", "pgbench", "pgbouncer", "psql"):
@@ -284,7 +318,8 @@ def main() -> None:
     workers = ["--workers", options.workers] if options.workers else []
     gateway_options = ["--pool-size", str(POOL_SIZE), *workers]
     wrk_env = {"BENCH_CONNECTION_STRING": make_app_url()}
-    storm_result = ""
+    storm_results: list[str] = []
+    variants = [_variant(spec, folder) for spec in options.variants.split(",")]
     try:
         if "pgbench" in only:
             direct = ["-h", postgres.socket_dir, "-U", APP_USER, APP_DATABASE]
@@ -302,48 +337,54 @@ def main() -> None:
                     record("pgbench through PgBouncer", count, point)
             finally:
                 terminate(bouncer)
-        gateway = start_gateway(postgres.upstream_url, folder, *gateway_options)
-        try:
-            url = f"{gateway.url}/sql"
-            if "poolgate" in only:
-                for count in clients:
-                    point = run_wrk(url, count, seconds, folder / "gateway.lua", wrk_env)
-                    record("poolgate, uncached", count, point)
-                cached_env = {**wrk_env, "BENCH_CACHE_TTL": "600"}
-                # fill: each worker has its own memory cache; 15 s of random ids give
-                # each about 9 requests per key, so nearly every key is cached in both
-                run_wrk(url, 16, max(15, seconds), folder / "gateway.lua", cached_env)
-                for count in clients:
-                    point = run_wrk(url, count, seconds, folder / "gateway.lua", cached_env)
-                    record("poolgate, cached", count, point)
-            if "worker" in only:
-                dev_vars = folder / ".dev.vars"
-                dev_vars.write_text(
-                    f"DATABASE_URL={make_app_url()}\nDATABASE_HTTP_ENDPOINT={url}\n"
-                    "LOCAL_DEVELOPMENT=true\n"
-                )
-                worker = start_worker_server(dev_vars, folder / "worker.log", "cpython")
-                try:
+        for index, (label, env) in enumerate(variants):
+            suffix = "" if index == 0 else f" ({label})"
+            gateway = start_gateway(postgres.upstream_url, folder, *gateway_options, env=env)
+            try:
+                url = f"{gateway.url}/sql"
+                if "poolgate" in only:
                     for count in clients:
-                        point = run_wrk(worker.url, count, seconds, folder / "worker.lua", {})
-                        record("Worker GET /users/{id} (CPython host)", count, point)
-                    # the Worker's own cost, no database: its index
-                    point = run_wrk(f"{worker.url}/", 1, seconds, folder / "index.lua", {})
-                    record("Worker GET / (no database)", 1, point)
-                finally:
-                    worker.stop()
-        finally:
-            gateway.stop()
-        if "poolgate" in only and options.storm:
-            storm_result = run_storm(postgres, folder, gateway_options, options.storm, seconds)
-            print(storm_result, flush=True)
+                        point = run_wrk(url, count, seconds, folder / "gateway.lua", wrk_env)
+                        record("poolgate, uncached" + suffix, count, point)
+                    cached_env = {**wrk_env, "BENCH_CACHE_TTL": "600"}
+                    # fill: each worker has its own memory cache; 15 s of random ids give
+                    # each about 9 requests per key, so nearly every key is cached in both
+                    run_wrk(url, 16, max(15, seconds), folder / "gateway.lua", cached_env)
+                    for count in clients:
+                        point = run_wrk(url, count, seconds, folder / "gateway.lua", cached_env)
+                        record("poolgate, cached" + suffix, count, point)
+                if "worker" in only and not suffix:
+                    dev_vars = folder / ".dev.vars"
+                    dev_vars.write_text(
+                        f"DATABASE_URL={make_app_url()}\nDATABASE_HTTP_ENDPOINT={url}\n"
+                        "LOCAL_DEVELOPMENT=true\n"
+                    )
+                    worker = start_worker_server(dev_vars, folder / "worker.log", "cpython")
+                    try:
+                        for count in clients:
+                            point = run_wrk(worker.url, count, seconds, folder / "worker.lua", {})
+                            record("Worker GET /users/{id} (CPython host)", count, point)
+                        # the Worker's own cost, no database: its index
+                        point = run_wrk(f"{worker.url}/", 1, seconds, folder / "index.lua", {})
+                        record("Worker GET / (no database)", 1, point)
+                    finally:
+                        worker.stop()
+            finally:
+                gateway.stop()
+            if "poolgate" in only and options.storm:
+                result = run_storm(postgres, folder, gateway_options, options.storm, seconds, env)
+                storm_results.append(result + suffix)
+                print(result + suffix, flush=True)
     finally:
         postgres.stop()
-    report(results, clients, storm_result, options)
+    report(results, clients, storm_results, options)
 
 
 def report(
-    results: dict[str, dict[int, Point]], clients: list[int], storm_result: str, options: object
+    results: dict[str, dict[int, Point]],
+    clients: list[int],
+    storm_results: list[str],
+    options: object,
 ) -> None:
     cpu = platform.processor() or platform.machine()
     print(f"\n{date.today()}, {os.cpu_count()} vCPUs ({cpu}), {options}\n")
@@ -352,29 +393,30 @@ def report(
     for name, points in results.items():
         cells = [points[c].cell() if c in points else "" for c in clients]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    if storm_result:
+    for storm_result in storm_results:
         print(f"\nStorm: {storm_result}")
     bouncer = results.get("pgbench through PgBouncer", {})
-    uncached = results.get("poolgate, uncached", {})
-    cached = results.get("poolgate, cached", {})
     worker = results.get("Worker GET /users/{id} (CPython host)", {})
     targets: list[tuple[str, float, str]] = []
-    if 16 in bouncer and 16 in uncached:
-        targets.append(
-            ("uncached / PgBouncer, 16 clients", uncached[16].rate / bouncer[16].rate, ">= 0.20")
-        )
-        targets.append(("uncached p99 ms, 16 clients", uncached[16].p99_ms or 0.0, "<= 10"))
-    if 64 in uncached and uncached[64].p99_ms is not None:
-        targets.append(
-            ("uncached p99 / p50, 64 clients", uncached[64].p99_ms / uncached[64].p50_ms, "<= 4")
-        )
-    if 16 in bouncer and 16 in cached:
-        targets.append(
-            ("cached / PgBouncer, 16 clients", cached[16].rate / bouncer[16].rate, ">= 0.40")
-        )
-    if 1 in worker and 1 in uncached:
-        added = worker[1].p50_ms / uncached[1].p50_ms - 1
-        targets.append(("Worker p50 over the gateway's, 1 client", added, "<= 0.40"))
+    labels = [spec.partition("=")[0] for spec in str(getattr(options, "variants", "")).split(",")]
+    for index, label in enumerate(labels):
+        suffix = "" if index == 0 else f" ({label})"
+        uncached = results.get("poolgate, uncached" + suffix, {})
+        cached = results.get("poolgate, cached" + suffix, {})
+        if 16 in bouncer and 16 in uncached:
+            ratio = uncached[16].rate / bouncer[16].rate
+            targets.append(("uncached / PgBouncer, 16 clients" + suffix, ratio, ">= 0.30"))
+            p99 = uncached[16].p99_ms or 0.0
+            targets.append(("uncached p99 ms, 16 clients" + suffix, p99, "<= 10"))
+        if 64 in uncached and uncached[64].p99_ms is not None:
+            spread = uncached[64].p99_ms / uncached[64].p50_ms
+            targets.append(("uncached p99 / p50, 64 clients" + suffix, spread, "<= 4"))
+        if 16 in bouncer and 16 in cached:
+            ratio = cached[16].rate / bouncer[16].rate
+            targets.append(("cached / PgBouncer, 16 clients" + suffix, ratio, ">= 0.60"))
+        if 1 in worker and 1 in uncached and not suffix:
+            added = worker[1].p50_ms / uncached[1].p50_ms - 1
+            targets.append(("Worker p50 over the gateway's, 1 client", added, "<= 0.40"))
     print("\n| ratio | measured | target |\n|---|---|---|")
     for name, value, target in targets:
         print(f"| {name} | {value:.2f} | {target} |")

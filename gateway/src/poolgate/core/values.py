@@ -40,6 +40,8 @@ def param_to_text(value: ParamValue) -> str | None:
         return None
     if isinstance(value, str):
         return value
+    if type(value) is int:  # what JSON.stringify writes, without json.dumps's encoder
+        return str(value)
     if isinstance(value, list):
         return _array_literal(value)
     try:

@@ -11,8 +11,8 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -204,7 +204,7 @@ class Gateway:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Every request: route, answer, map failures in one place, log one line."""
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         started = time.perf_counter()
         if is_session_request(request, _HTTP_PATHS):
             try:
@@ -488,10 +488,20 @@ def answer_error(error: GatewayError) -> web.Response:
     )
 
 
+def new_request_id() -> str:
+    """A random (version 4) UUID in its text form, as `str(uuid.uuid4())` gives, without
+    building a `UUID` object per request (a third of the cost)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def answer_unparsable(exc: BaseException | None) -> web.Response:
     """The answer to a request aiohttp could not parse (see `json_server`)."""
     response = answer_error(BadRequest(f"the request is not valid HTTP/1.1: {parse_failure(exc)}"))
-    response.headers["Neon-Request-Id"] = str(uuid.uuid4())
+    response.headers["Neon-Request-Id"] = new_request_id()
     return response
 
 

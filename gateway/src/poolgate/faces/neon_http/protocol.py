@@ -6,6 +6,7 @@ any connection is taken from a pool.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -80,7 +81,22 @@ def request_credentials(headers: Mapping[str, str], bearer_is_password: bool) ->
 MAX_NAME_BYTES = 63
 
 
+# Distinct (connection string, Authorization) pairs whose parse is remembered: urlsplit and
+# unquote cost ~10-20 us, a fifth of a cache hit, for a pair most requests repeat. The
+# memo holds those strings (passwords among them) as long as they are among the last
+# used; a pair that fails to parse is never kept (the exception is raised each time).
+CREDENTIALS_MEMO = 256
+
+
 def parse_credentials(connection_string: str | None, authorization: str | None) -> Credentials:
+    """User, password and database from `Neon-Connection-String` (see `_parse_credentials`)."""
+    if not connection_string:
+        raise BadRequest("missing Neon-Connection-String header")
+    return _parse_credentials(connection_string, authorization)
+
+
+@functools.lru_cache(maxsize=CREDENTIALS_MEMO)
+def _parse_credentials(connection_string: str, authorization: str | None) -> Credentials:
     """User, password and database from `Neon-Connection-String`.
 
     A bearer token in `Authorization`, when given, is the password. A request without a
@@ -89,8 +105,6 @@ def parse_credentials(connection_string: str | None, authorization: str | None) 
     63 bytes are refused (400): libpq would cut the connection string at a NUL, and
     Postgres would alias long names.
     """
-    if not connection_string:
-        raise BadRequest("missing Neon-Connection-String header")
     try:
         url = urlsplit(connection_string)
         url.port  # noqa: B018 - raises ValueError on a malformed port

@@ -1,0 +1,243 @@
+"""The lean wire-protocol driver (`poolgate.core.wire`, the prototype of issue 23):
+every message it handles, against a real Postgres, and its parser over a byte stream
+split at every boundary."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from poolgate.core import wire
+
+from devstack.postgres import EmbeddedPostgres
+from tests.support.services import APP_DATABASE, APP_PASSWORD, APP_USER
+
+
+async def _connect(postgres: EmbeddedPostgres, password: str = APP_PASSWORD) -> wire.WireConnection:
+    target = wire.Target.of({"host": postgres.socket_dir})
+    return await wire.connect(
+        target, APP_USER, APP_DATABASE, password, {"application_name": "wire-test"}
+    )
+
+
+async def _rows(
+    connection: wire.WireConnection, query: str, params: list[str | None] | None = None
+) -> tuple[wire.Result, list[wire.Row]]:
+    rows: list[wire.Row] = []
+    result = await connection.run(query, params or [], 1000, lambda _, chunk: rows.extend(chunk))
+    return result, rows
+
+
+async def test_a_scram_login_then_a_query_gives_its_text_cells_and_command_tag(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        result, rows = await _rows(
+            connection, "SELECT $1::int + 1 AS n, NULL::text AS nothing, $2 AS word", ["41", "é"]
+        )
+        assert rows == [["42", None, "é"]]
+        assert result.tag == "SELECT 1"
+        assert [f.name for f in result.fields] == ["n", "nothing", "word"]
+        assert connection.idle
+        assert connection.parameters["server_encoding"] == "UTF8"
+    finally:
+        connection.close()
+
+
+async def test_fields_carry_table_oid_column_number_and_type_modifier(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        await _rows(connection, "CREATE TEMP TABLE wire_fields (a int, b varchar(20))")
+        result, _ = await _rows(connection, "SELECT b, a FROM wire_fields")
+        _, oid_rows = await _rows(connection, "SELECT 'wire_fields'::regclass::oid")
+        b, a = result.fields
+        assert (b.table_oid, b.column, b.type_oid, b.modifier) == (
+            int(oid_rows[0][0] or 0),
+            2,
+            1043,
+            24,
+        )
+        assert (a.column, a.type_oid, a.size) == (1, 23, 4)
+    finally:
+        connection.close()
+
+
+async def test_an_error_response_keeps_every_field_and_the_connection_turns_idle(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        await _rows(connection, "CREATE TEMP TABLE wire_unique (id int PRIMARY KEY)")
+        await _rows(connection, "INSERT INTO wire_unique VALUES (1)")
+        with pytest.raises(wire.ServerError) as raised:
+            await _rows(connection, "INSERT INTO wire_unique VALUES (1)")
+        fields = raised.value.fields
+        assert raised.value.sqlstate == "23505"
+        assert fields["t"] == "wire_unique" and fields["n"] == "wire_unique_pkey"
+        assert "Key (id)=(1)" in fields["D"] and fields["S"] == "ERROR" and "R" in fields
+        assert connection.idle
+        _, rows = await _rows(connection, "SELECT 1")
+        assert rows == [["1"]]
+    finally:
+        connection.close()
+
+
+async def test_notices_are_collected_with_the_result(postgres: EmbeddedPostgres) -> None:
+    connection = await _connect(postgres)
+    try:
+        result, _ = await _rows(connection, "DO $$ BEGIN RAISE NOTICE 'hello %', 42; END $$")
+        assert result.tag == "DO"
+        assert [notice["M"] for notice in result.notices] == ["hello 42"]
+    finally:
+        connection.close()
+
+
+async def test_rows_reach_the_callback_in_chunks_as_they_arrive(postgres: EmbeddedPostgres) -> None:
+    connection = await _connect(postgres)
+    try:
+        sizes: list[int] = []
+        result = await connection.run(
+            "SELECT generate_series(1, 2500)", [], 1000, lambda _, chunk: sizes.append(len(chunk))
+        )
+        assert sizes == [1000, 1000, 500] and result.tag == "SELECT 2500"
+    finally:
+        connection.close()
+
+
+async def test_a_wrong_password_is_refused_by_the_server(postgres: EmbeddedPostgres) -> None:
+    with pytest.raises(wire.ServerError) as raised:
+        await _connect(postgres, password="not-it")
+    assert raised.value.sqlstate == "28P01"
+
+
+async def test_a_cancel_request_ends_the_running_statement(postgres: EmbeddedPostgres) -> None:
+    connection = await _connect(postgres)
+    try:
+        running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30)"))
+        await asyncio.sleep(0.3)
+        await connection.cancel()
+        with pytest.raises(wire.ServerError) as raised:
+            await running
+        assert raised.value.sqlstate == "57014"
+    finally:
+        connection.close()
+
+
+async def test_copy_is_refused_and_the_connection_is_not_reused(postgres: EmbeddedPostgres) -> None:
+    connection = await _connect(postgres)
+    with pytest.raises(wire.WireError, match="COPY"):
+        await _rows(connection, "COPY (SELECT 1) TO STDOUT")
+    assert connection.broken
+
+
+async def test_an_exception_from_the_chunk_callback_stops_the_statement(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+
+        def refuse(fields: list[wire.Field], rows: list[wire.Row]) -> None:
+            raise ValueError("too large")
+
+        with pytest.raises(ValueError, match="too large"):
+            await connection.run("SELECT generate_series(1, 2500)", [], 1000, refuse)
+    finally:
+        connection.close()
+
+
+# --- the parser alone, over the byte stream split anywhere ---------------------------
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+def _answer(rows: list[list[str | None]], columns: int) -> bytes:
+    description = struct.pack("!h", columns) + b"".join(
+        f"c{n}".encode() + b"\x00" + struct.pack("!IhIhih", 0, 0, 25, -1, -1, 0)
+        for n in range(columns)
+    )
+    stream = _message(b"1", b"") + _message(b"2", b"") + _message(b"T", description)
+    for row in rows:
+        cells = b"".join(
+            b"\xff\xff\xff\xff"
+            if cell is None
+            else struct.pack("!i", len(cell.encode())) + cell.encode()
+            for cell in row
+        )
+        stream += _message(b"D", struct.pack("!h", columns) + cells)
+    stream += _message(b"N", b"SNOTICE\x00Mhi\x00\x00")
+    stream += _message(b"C", f"SELECT {len(rows)}".encode() + b"\x00")
+    return stream + _message(b"Z", b"I")
+
+
+class _Transport:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+cells = st.one_of(st.none(), st.text(max_size=20))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    columns=st.integers(1, 4),
+    data=st.data(),
+    cuts=st.lists(st.integers(0, 10_000), max_size=30),
+)
+def test_the_parser_reads_the_same_answer_however_the_stream_is_split(
+    columns: int, data: Any, cuts: list[int]
+) -> None:
+    rows = data.draw(st.lists(st.lists(cells, min_size=columns, max_size=columns), max_size=8))
+    stream = _answer(rows, columns)
+    points = sorted({cut % (len(stream) + 1) for cut in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+
+    async def run() -> tuple[wire.Result, list[wire.Row], list[int]]:
+        connection = wire.WireConnection()
+        connection.connection_made(_Transport())  # type: ignore[arg-type]
+        connection._starting = False
+        got: list[wire.Row] = []
+        chunks: list[int] = []
+
+        def take(_: list[wire.Field], chunk: list[wire.Row]) -> None:
+            got.extend(chunk)
+            chunks.append(len(chunk))
+
+        running = asyncio.ensure_future(connection.run("SELECT", [], 3, take))
+        await asyncio.sleep(0)
+        for piece in pieces:
+            connection.data_received(piece)
+        return await running, got, chunks
+
+    result, got, chunks = asyncio.run(run())
+    assert got == rows
+    assert result.tag == f"SELECT {len(rows)}"
+    assert [f.name for f in result.fields] == [f"c{n}" for n in range(columns)]
+    assert [n["M"] for n in result.notices] == ["hi"]
+    assert all(size == 3 for size in chunks[:-1])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from("SVCMDHPpqWstcdnFLR"),
+        st.text(max_size=30).map(lambda t: t.replace("\x00", "")),
+    )
+)
+def test_every_error_field_is_read_back_as_sent(fields: dict[str, str]) -> None:
+    body = b"".join(code.encode() + text.encode() + b"\x00" for code, text in fields.items())
+    assert wire.parse_fields(body + b"\x00") == fields
