@@ -25,10 +25,15 @@ async def _connect(postgres: EmbeddedPostgres, password: str = APP_PASSWORD) -> 
 
 
 async def _rows(
-    connection: wire.WireConnection, query: str, params: list[str | None] | None = None
+    connection: wire.WireConnection,
+    query: str,
+    params: list[str | None] | None = None,
+    prepare: bool = False,
 ) -> tuple[wire.Result, list[wire.Row]]:
     rows: list[wire.Row] = []
-    result = await connection.run(query, params or [], 1000, lambda _, chunk: rows.extend(chunk))
+    result = await connection.run(
+        query, params or [], 1000, lambda _, chunk: rows.extend(chunk), prepare
+    )
     return result, rows
 
 
@@ -148,6 +153,43 @@ async def test_an_exception_from_the_chunk_callback_stops_the_statement(
 
         with pytest.raises(ValueError, match="too large"):
             await connection.run("SELECT generate_series(1, 2500)", [], 1000, refuse)
+    finally:
+        connection.close()
+
+
+async def test_a_prepared_statement_is_parsed_once_and_answers_as_an_unnamed_one(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        answers = []
+        for value in ("1", "2", "3"):
+            result, rows = await _rows(connection, "SELECT $1::int * 2 AS n", [value], prepare=True)
+            answers.append((rows, result.tag, [f.name for f in result.fields]))
+        assert answers == [([[str(2 * n)]], "SELECT 1", ["n"]) for n in (1, 2, 3)]
+        assert list(connection.prepared) == ["SELECT $1::int * 2 AS n"]
+        _, named = await _rows(connection, "SELECT count(*) FROM pg_prepared_statements")
+        assert named == [["1"]]
+        connection.forget_prepared()
+        await _rows(connection, "DEALLOCATE ALL")
+        rows = []
+        await connection.run(
+            "SELECT $1::int * 2 AS n", ["5"], 1000, lambda _, c: rows.extend(c), True
+        )
+        assert rows == [["10"]]
+    finally:
+        connection.close()
+
+
+async def test_a_statement_that_fails_to_parse_is_not_remembered(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        with pytest.raises(wire.ServerError) as raised:
+            await connection.run("SELEC 1", [], 1000, lambda _, c: None, True)
+        assert raised.value.sqlstate == "42601"
+        assert connection.prepared == {} and connection.idle
     finally:
         connection.close()
 

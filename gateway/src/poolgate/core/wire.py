@@ -35,6 +35,7 @@ _FIELD = struct.Struct("!IhIhih")
 _CANCEL_CODE = 80877102
 _SSL_CODE = 80877103
 _PROTOCOL_3 = 196608
+PREPARED_PER_CONNECTION = 100
 
 # ErrorResponse / NoticeResponse field codes, by the names psycopg's Diagnostic uses.
 ERROR_FIELDS = {
@@ -148,10 +149,13 @@ _DESCRIBE_PORTAL = _message(b"D", b"P\x00")
 _EXECUTE_ALL = _message(b"E", b"\x00" + _INT32.pack(0))
 
 
-def extended_query(query: str, params: Sequence[str | None]) -> bytes:
-    """Parse, Bind, Describe, Execute, Sync: one write for one statement."""
-    parse = _message(b"P", b"\x00" + _cstring(query) + b"\x00\x00")
-    bind = [b"\x00\x00\x00\x00", struct.pack("!h", len(params))]
+def extended_query(
+    query: str, params: Sequence[str | None], name: bytes = b"", parsed: bool = False
+) -> bytes:
+    """Parse (unless the named statement is `parsed` already), Bind, Describe, Execute,
+    Sync: one write for one statement."""
+    parse = b"" if parsed else _message(b"P", name + b"\x00" + _cstring(query) + b"\x00\x00")
+    bind = [b"\x00" + name + b"\x00\x00\x00", struct.pack("!h", len(params))]
     for value in params:
         if value is None:
             bind.append(b"\xff\xff\xff\xff")
@@ -220,6 +224,11 @@ class WireConnection(asyncio.Protocol):
         self._tag = ""
         self._error: BaseException | None = None
         self._notices: list[dict[str, str]] = []
+        # named prepared statements (POOLGATE_DRIVER=wire-prepared): query -> name
+        self.prepared: dict[str, bytes] = {}
+        self._parsing: tuple[str, bytes] | None = None
+        self._generation = 0
+        self._serial = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -286,8 +295,12 @@ class WireConnection(asyncio.Protocol):
                 self._wake()
         elif kind == b"N":
             self._notices.append(parse_fields(body))
-        elif kind in (b"1", b"2", b"n", b"s"):
-            pass  # ParseComplete, BindComplete, NoData, PortalSuspended
+        elif kind == b"1":
+            if self._parsing is not None:  # ParseComplete: the named statement exists
+                self.prepared[self._parsing[0]] = self._parsing[1]
+                self._parsing = None
+        elif kind in (b"2", b"3", b"n", b"s"):
+            pass  # BindComplete, CloseComplete, NoData, PortalSuspended
         elif kind == b"S":
             name, value, _ = body.split(b"\x00", 2)
             self.parameters[name.decode()] = value.decode()
@@ -372,8 +385,12 @@ class WireConnection(asyncio.Protocol):
         params: Sequence[str | None],
         rows_per_chunk: int,
         on_chunk: ChunkCallback,
+        prepare: bool = False,
     ) -> Result:
-        """One statement over the extended protocol; its fields and command tag."""
+        """One statement over the extended protocol; its fields and command tag.
+        `prepare`: as a named statement, parsed once per connection (at most
+        `PREPARED_PER_CONNECTION` of them; after an error, or anything that may have
+        dropped them, the caller calls `forget_prepared`)."""
         if self.broken or self._transport is None:
             raise WireError("the connection is closed")
         self._on_chunk = on_chunk
@@ -385,7 +402,21 @@ class WireConnection(asyncio.Protocol):
         self._notices = []
         self.idle = False
         waiter = self._waiter = asyncio.get_running_loop().create_future()
-        self._transport.write(extended_query(query, params))
+        if prepare:
+            name = self.prepared.get(query)
+            if name is None:
+                if len(self.prepared) >= PREPARED_PER_CONNECTION:
+                    self._transport.write(
+                        _message(b"C", b"S" + self.prepared.popitem()[1] + b"\x00")
+                    )
+                self._serial += 1
+                name = f"pg_{self._generation}_{self._serial}".encode()
+                self._parsing = (query, name)
+                self._transport.write(extended_query(query, params, name))
+            else:
+                self._transport.write(extended_query(query, params, name, parsed=True))
+        else:
+            self._transport.write(extended_query(query, params))
         try:
             await waiter
         finally:
@@ -393,6 +424,13 @@ class WireConnection(asyncio.Protocol):
         if self._error is not None:
             raise self._error
         return Result(self._fields, self._tag, self._notices)
+
+    def forget_prepared(self) -> None:
+        """After an error or a session reset: statements are parsed anew (and names the
+        server may still hold are never reused: each new name differs)."""
+        self._parsing = None
+        self.prepared.clear()
+        self._generation += 1
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():

@@ -127,8 +127,9 @@ class _Pool:
 class WirePools:
     """The prototype driver's pools, one per (user, database)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, prepare: bool = False) -> None:
         self._settings = settings
+        self._prepare = prepare  # named statements, parsed once per connection
         self._pools: dict[tuple[str, str], _Pool] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -143,12 +144,12 @@ class WirePools:
         try:
             async with asyncio.timeout_at(deadline):
                 outcome = await _run_request(
-                    connection, request, self._settings.max_response_bytes, read_only
+                    connection, request, self._settings.max_response_bytes, read_only, self._prepare
                 )
-                if self._settings.reset_query and any(
-                    may_change_session(s.query) for s in request.statements
-                ):
-                    await connection.run(self._settings.reset_query, (), 1, _no_rows)
+                if any(may_change_session(s.query) for s in request.statements):
+                    if self._settings.reset_query:
+                        await connection.run(self._settings.reset_query, (), 1, _no_rows)
+                    connection.forget_prepared()  # DISCARD or DEALLOCATE may have run
             reusable = True
             return outcome
         except TimeoutError:
@@ -185,17 +186,21 @@ def _no_rows(fields: list[wire.Field], rows: list[wire.Row]) -> None:
 
 
 async def _run_request(
-    connection: wire.WireConnection, request: SqlRequest, limit: int, read_only: bool
+    connection: wire.WireConnection,
+    request: SqlRequest,
+    limit: int,
+    read_only: bool,
+    prepare: bool = False,
 ) -> Outcome:
     budget = _Budget(limit)
     if any(reads_session_sequences(statement.query) for statement in request.statements):
         await connection.run(RESET_BEFORE, (), 1, _no_rows)
     if request.batch is None and not read_only:
-        return await _run_statements(connection, request, budget)
+        return await _run_statements(connection, request, budget, prepare)
     begin = "BEGIN READ ONLY" if request.batch is None else request.batch.begin_statement()
     await connection.run(begin, (), 1, _no_rows)
     try:
-        outcome = await _run_statements(connection, request, budget)
+        outcome = await _run_statements(connection, request, budget, prepare)
     except wire.ServerError:
         await connection.run("ROLLBACK", (), 1, _no_rows)
         raise
@@ -204,22 +209,28 @@ async def _run_request(
 
 
 async def _run_statements(
-    connection: wire.WireConnection, request: SqlRequest, budget: _Budget
+    connection: wire.WireConnection, request: SqlRequest, budget: _Budget, prepare: bool
 ) -> Outcome:
     if request.batch is None:
-        body, rows = await _run_statement(connection, request.statements[0], request, budget)
+        body, rows = await _run_statement(
+            connection, request.statements[0], request, budget, prepare
+        )
         return Outcome(body.encode(), rows)
     bodies: list[str] = []
     total = 0
     for statement in request.statements:
-        body, rows = await _run_statement(connection, statement, request, budget)
+        body, rows = await _run_statement(connection, statement, request, budget, prepare)
         bodies.append(body)
         total += rows
     return Outcome(('{"results":[' + ",".join(bodies) + "]}").encode(), total)
 
 
 async def _run_statement(
-    connection: wire.WireConnection, statement: Statement, request: SqlRequest, budget: _Budget
+    connection: wire.WireConnection,
+    statement: Statement,
+    request: SqlRequest,
+    budget: _Budget,
+    prepare: bool,
 ) -> tuple[str, int]:
     if not statement.query.strip():
         raise BadRequest("query is empty")
@@ -236,7 +247,9 @@ async def _run_statement(
         encoded.append(chunk[1:-1])
         row_count += len(rows)
 
-    result = await connection.run(statement.query, statement.params, ROWS_PER_CHUNK, take_chunk)
+    result = await connection.run(
+        statement.query, statement.params, ROWS_PER_CHUNK, take_chunk, prepare
+    )
     head = _encode_head(result, statement.array_mode)
     budget.spend(head)
     return head + ",".join(encoded) + "]}", row_count

@@ -63,8 +63,8 @@ class SqlService:
         self.transactions = transactions or Transactions(settings, pools)
         # the lean wire driver, a prototype measured against psycopg (issue 23)
         self._wire: WirePools | AsyncpgPools | None = None
-        if DRIVER == "wire":
-            self._wire = WirePools(settings)
+        if DRIVER in ("wire", "wire-prepared"):
+            self._wire = WirePools(settings, prepare=DRIVER == "wire-prepared")
         elif DRIVER == "asyncpg":  # issue 23 (b): measured, not kept
             self._wire = AsyncpgPools(settings)
 
