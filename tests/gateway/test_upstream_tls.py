@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import trustme
+from poolgate.config import parse_upstream
+from poolgate.core import wire
 
 from tests.support.services import GatewayFactory, free_port
 from tests.support.sql import post_sql
@@ -126,3 +129,28 @@ def test_a_server_certificate_from_another_ca_is_refused(
     assert reply.status_code == 503
     log = gateway.log_once_it_has(reply.headers["Neon-Request-Id"])
     assert "password" not in reply.text and PASSWORD not in log
+
+
+async def _wire_ssl_row(tls_postgres: TlsPostgres, ca_file: Path) -> list[str | None]:
+    target = wire.Target.of(parse_upstream(tls_postgres.upstream(ca_file)))
+    connection = await wire.connect(target, ROLE, "postgres", PASSWORD, {})
+    try:
+        rows: list[list[str | None]] = []
+        await connection.run(SSL_IN_USE["query"], [], 10, lambda _, chunk: rows.extend(chunk))
+        return rows[0]
+    finally:
+        connection.close()
+
+
+async def test_the_wire_driver_prototype_logs_in_over_verified_tls(
+    tls_postgres: TlsPostgres,
+) -> None:
+    ssl_in_use, version = await _wire_ssl_row(tls_postgres, tls_postgres.ca_file)
+    assert ssl_in_use == "t" and (version or "").startswith("TLSv1.")
+
+
+async def test_the_wire_driver_prototype_refuses_a_certificate_from_another_ca(
+    tls_postgres: TlsPostgres,
+) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await _wire_ssl_row(tls_postgres, tls_postgres.other_ca_file)

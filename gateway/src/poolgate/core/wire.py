@@ -27,7 +27,6 @@ import ssl
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 _INT32 = struct.Struct("!i")
 _HEADER = struct.Struct("!ci")
@@ -227,6 +226,7 @@ class WireConnection(asyncio.Protocol):
         # named prepared statements (POOLGATE_DRIVER=wire-prepared): query -> name
         self.prepared: dict[str, bytes] = {}
         self._parsing: tuple[str, bytes] | None = None
+        self._ssl_answer: asyncio.Future[bytes] | None = None
         self._generation = 0
         self._serial = 0
 
@@ -240,6 +240,11 @@ class WireConnection(asyncio.Protocol):
         self._wake(WireError(f"the server closed the connection: {exc!r}"))
 
     def data_received(self, data: bytes) -> None:
+        if self._ssl_answer is not None:  # the one byte that answers an SSLRequest
+            answer, self._ssl_answer = self._ssl_answer, None
+            if not answer.done():
+                answer.set_result(data[:1])
+            data = data[1:]
         buffer = self._buffer
         buffer += data
         position = 0
@@ -473,6 +478,18 @@ class Target:
         )
 
 
+def _tls_context(target: Target) -> ssl.SSLContext:
+    """libpq's sslmode: require (and prefer, allow) encrypt without checking the
+    certificate, verify-ca checks it against sslrootcert, verify-full the name too."""
+    context = ssl.create_default_context(cafile=target.sslrootcert)
+    if target.sslmode in ("require", "prefer", "allow"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif target.sslmode == "verify-ca":
+        context.check_hostname = False
+    return context
+
+
 async def connect(
     target: Target,
     user: str,
@@ -488,31 +505,28 @@ async def connect(
         _, connection = await loop.create_unix_connection(WireConnection, path)
         connection.address = path
     else:
-        reader, writer = await asyncio.open_connection(target.host, target.port)
-        context: ssl.SSLContext | None = None
-        if target.sslmode != "disable":
-            writer.write(_INT32.pack(8) + _INT32.pack(_SSL_CODE))
-            answer = await reader.readexactly(1)
-            if answer == b"S":
-                context = ssl.create_default_context(cafile=target.sslrootcert)
-                if target.sslmode in ("require", "prefer", "allow"):
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                if target.sslmode == "verify-ca":
-                    context.check_hostname = False
-            elif target.sslmode in ("require", "verify-ca", "verify-full"):
-                raise WireError("the server refused TLS")
-        raw = cast(asyncio.Transport, writer.transport)
-        raw.pause_reading()
-        connection = WireConnection()
-        if context is not None:
-            tls = await loop.start_tls(raw, connection, context, server_hostname=target.host)
-            assert tls is not None
-            raw = tls
-        raw.set_protocol(connection)
-        connection.connection_made(raw)
-        raw.resume_reading()
+        transport, connection = await loop.create_connection(
+            WireConnection, target.host, target.port
+        )
         connection.address = (target.host, str(target.port))
+        if target.sslmode != "disable":
+            try:
+                answer = connection._ssl_answer = loop.create_future()
+                transport.write(_INT32.pack(8) + _INT32.pack(_SSL_CODE))
+                if await answer == b"S":
+                    tls = await loop.start_tls(
+                        transport,
+                        connection,
+                        _tls_context(target),
+                        server_hostname=target.host,
+                    )
+                    assert tls is not None
+                    connection.connection_made(tls)
+                elif target.sslmode in ("require", "verify-ca", "verify-full"):
+                    raise WireError("the server refused TLS")
+            except BaseException:
+                transport.close()
+                raise
     try:
         await connection._start(user, database, password, options)
     except BaseException:
