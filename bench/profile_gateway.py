@@ -1,6 +1,7 @@
 """py-spy over one gateway worker while wrk drives the bench's lookup at 16 clients.
 
     uv run --with py-spy python bench/profile_gateway.py [--seconds 10] [--cached]
+    uv run --with py-spy python bench/profile_gateway.py --cached --ids 100 --fill 3  # hits
 
 Prints the functions with the most samples (own and with callees), so that where the CPU
 per request goes can be read without a flame graph viewer. Extra `--env NAME=VALUE`
@@ -58,11 +59,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--cached", action="store_true")
+    parser.add_argument("--fill", type=int, default=25, help="seconds of cache fill first")
+    parser.add_argument("--ids", type=int, default=ROWS, help="distinct ids asked for")
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--env", action="append", default=[])
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-profile-"))
-    (folder / "gateway.lua").write_text(sql_script(QUERY, ROWS))
+    (folder / "gateway.lua").write_text(sql_script(QUERY, options.ids))
     postgres = start_postgres(folder / "pg")
     apply_schema(postgres.direct_url(APP_USER, APP_PASSWORD, APP_DATABASE))
     with postgres.admin(APP_DATABASE) as conn:
@@ -80,7 +83,8 @@ def main() -> None:
         wrk_env["BENCH_CACHE_TTL"] = "600"
     try:
         url = f"{gateway.url}/sql"
-        run_wrk(url, options.clients, 8 if options.cached else 3, folder / "gateway.lua", wrk_env)
+        fill = options.fill if options.cached else 3  # --ids 100 --fill 3: hits only
+        run_wrk(url, options.clients, fill, folder / "gateway.lua", wrk_env)
         import psutil
 
         children = psutil.Process(gateway.process.pid).children()
