@@ -70,6 +70,8 @@ class _Pool:
         self._credentials = credentials
         self._slots = asyncio.Semaphore(settings.pool_size)
         self._idle: list[tuple[wire.WireConnection, bytes]] = []
+        # the digest of the password each open connection logged in with
+        self._digests: dict[wire.WireConnection, bytes] = {}
 
     async def acquire(self, password: str | None, deadline: float) -> wire.WireConnection:
         try:
@@ -85,6 +87,7 @@ class _Pool:
                 connection, known = self._idle.pop()
                 if known == digest and connection.idle and not connection.broken:
                     return connection
+                self._digests.pop(connection, None)
                 connection.close()
             return await self._connect(password, digest)
         except BaseException:
@@ -113,13 +116,14 @@ class _Pool:
             raise Unavailable("the database is not reachable", retry_after=2) from None
         except (TimeoutError, OSError, wire.WireError):
             raise Unavailable("the database is not reachable", retry_after=2) from None
-        connection.digest = digest  # type: ignore[attr-defined]
+        self._digests[connection] = digest
         return connection
 
     def release(self, connection: wire.WireConnection, reusable: bool) -> None:
         if reusable and connection.idle and not connection.broken:
-            self._idle.append((connection, connection.digest))  # type: ignore[attr-defined]
+            self._idle.append((connection, self._digests[connection]))
         else:
+            self._digests.pop(connection, None)
             connection.close()
         self._slots.release()
 
