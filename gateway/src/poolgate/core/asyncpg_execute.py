@@ -31,7 +31,7 @@ class AsyncpgPools:
         self._pools: dict[tuple[str, str, bytes], Any] = {}
 
     async def run(self, request: SqlRequest, read_only: bool, deadline: float) -> Outcome:
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         credentials = request.credentials
         key = (
