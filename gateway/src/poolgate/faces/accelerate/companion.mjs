@@ -60,7 +60,15 @@ neon.neonConfig.wsProxy = (host) => `${host}/v2`;
 
 const interpreter = runtime.QueryInterpreter.forSql({ tracingHelper: runtime.noopTracingHelper });
 const tenants = new Map(); // connection string -> Promise<{adapter, manager}>
-const written = new Map(); // transaction id -> Set of tables its queries wrote
+const written = new Map(); // transaction id -> {tables: Set, since: ms} its queries wrote
+
+// a transaction that expired (or whose client went away) is never committed or rolled
+// back through here: what it wrote is forgotten once it cannot be open any more
+function forgetExpired(now) {
+  for (const [id, entry] of written) {
+    if (now - entry.since > 2 * maxTransactionMs + 60_000) written.delete(id);
+  }
+}
 
 function tenant(connectionString) {
   let found = tenants.get(connectionString);
@@ -127,9 +135,9 @@ async function perform(op, headers, body) {
           }),
         ]);
         if (txId && headers['poolgate-writes']) {
-          const tables = written.get(txId) ?? new Set();
-          for (const table of headers['poolgate-writes'].split(',')) tables.add(table);
-          written.set(txId, tables);
+          const entry = written.get(txId) ?? { tables: new Set(), since: Date.now() };
+          for (const table of headers['poolgate-writes'].split(',')) entry.tables.add(table);
+          written.set(txId, entry);
         }
         return new Answer(200, { data: runtime.normalizeJsonProtocolValues(result) });
       } finally {
@@ -137,6 +145,7 @@ async function perform(op, headers, body) {
       }
     }
     case 'start': {
+      forgetExpired(Date.now());
       const options = body.length ? JSON.parse(body) : {};
       const timeout = Math.min(options.timeout ?? maxTransactionMs, maxTransactionMs);
       const maxWait = Math.min(options.maxWait ?? maxWaitMs, maxTransactionMs);
@@ -145,7 +154,7 @@ async function perform(op, headers, body) {
     }
     case 'commit':
     case 'rollback': {
-      const tables = written.get(txId);
+      const tables = written.get(txId)?.tables;
       written.delete(txId);
       if (op === 'commit') {
         await manager.commitTransaction(txId);
