@@ -48,7 +48,7 @@ def parse_cache_policy(headers: Mapping[str, str]) -> CachePolicy:
 def parse_tags(values: object, where: str) -> tuple[str, ...]:
     if not isinstance(values, list) or not all(isinstance(tag, str) for tag in values):
         raise BadRequest(f"{where} must be a list of tag strings")
-    return _checked_tags([tag.strip() for tag in values], where)
+    return checked_tags([tag.strip() for tag in values], where)
 
 
 def _seconds(headers: Mapping[str, str], name: str) -> int:
@@ -65,10 +65,11 @@ def _tags(headers: Mapping[str, str], name: str) -> tuple[str, ...]:
     raw = headers.get(name)
     if not raw:
         return ()
-    return _checked_tags([tag.strip() for tag in raw.split(",") if tag.strip()], name)
+    return checked_tags([tag.strip() for tag in raw.split(",") if tag.strip()], name)
 
 
-def _checked_tags(tags: list[str], where: str) -> tuple[str, ...]:
+def checked_tags(tags: list[str], where: str) -> tuple[str, ...]:
+    """`tags` as given, each checked (and duplicates dropped); BadRequest names `where`."""
     if len(tags) > MAX_TAGS:
         raise BadRequest(f"{where}: at most {MAX_TAGS} tags")
     for tag in tags:

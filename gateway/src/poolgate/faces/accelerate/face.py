@@ -18,10 +18,10 @@ Failures become Prisma-shaped answers (`{code, error, meta}`) in exactly one pla
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -59,6 +59,7 @@ THROTTLE_USER = "\x00accelerate-key"  # the throttle's per-user count, for every
 ALL_TAG = "@all"  # every cached Accelerate read of a tenant carries it (invalidateAll)
 MODELS_TAG = "@models"  # every cached read keyed to tables carries it (writes not read off)
 JSON_TYPE = "application/json"
+log = logging.getLogger("poolgate.accelerate")
 _CALLS = ("query", "commit", "rollback")  # POST /transaction/<id>/<call>
 _RELAYED_HEADERS = ("prisma-transaction-id", "poolgate-written", "retry-after")
 
@@ -397,9 +398,7 @@ def _answer_error(exc: Exception) -> web.Response:
     """The one place a failure of this face becomes an answer: `{code, error, meta}`, as
     Prisma's client reads it (PrismaClientKnownRequestError with that code)."""
     if not isinstance(exc, GatewayError):
-        import logging
-
-        logging.getLogger("poolgate.accelerate").exception("unhandled error")
+        log.exception("unhandled error")
         exc = GatewayError("internal error")
     if isinstance(exc, InvalidRequest | UnsupportedClient):
         code = exc.code
@@ -410,8 +409,7 @@ def _answer_error(exc: Exception) -> web.Response:
         message = "the API key is not valid for this endpoint"
     body = {"code": code, "error": message, "meta": {}}
     headers = {**exc.headers(), "Prisma-Error-Code": code}
-    with contextlib.suppress(KeyError):
-        del headers["WWW-Authenticate"]
+    headers.pop("WWW-Authenticate", None)  # poolgate's realm: not Accelerate's to name
     return web.Response(
         status=exc.status, body=json.dumps(body).encode(), content_type=JSON_TYPE, headers=headers
     )

@@ -14,7 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from poolgate.core.errors import GatewayError
+from poolgate.core import cache_policy
+from poolgate.core.errors import BadRequest, GatewayError
 
 # The generated client's version (`prisma generate`'s, which Prisma-Engine-Hash carries)
 # whose query plans the companion's @prisma/client-engine-runtime interprets: the plan
@@ -27,9 +28,6 @@ ISOLATION_LEVELS = frozenset(
 # the companion's id (Prisma's TransactionManager: a UUID), with --advertise-url behind
 # the worker and replica holding it, as poolgate's own transaction ids name theirs
 TRANSACTION_ID = re.compile(r"^(?:([0-9]{1,3})\.([0-9a-f]{12})\.)?([A-Za-z0-9_-]{1,128})$")
-_TAG = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-MAX_TAGS = 32
-MAX_SECONDS = 365 * 24 * 3600
 
 
 class InvalidRequest(GatewayError):
@@ -191,21 +189,20 @@ def cache_request(headers: Mapping[str, str]) -> CacheRequest:
             text = value.strip()
             if not text.isascii() or not text.isdigit() or len(text) > 12:
                 raise InvalidRequest(f"cache-control: {name} must be a whole number of seconds")
-            seconds = min(int(text), MAX_SECONDS)
+            seconds = min(int(text), cache_policy.MAX_SECONDS)
             ttl, swr = (seconds, swr) if name == "max-age" else (ttl, seconds)
     tags = tuple(
         dict.fromkeys(t.strip() for t in headers.get("accelerate-cache-tags", "").split(","))
     )
-    return CacheRequest(ttl, swr, checked_tags([t for t in tags if t]))
+    return CacheRequest(ttl, swr, checked_tags([t for t in tags if t], "accelerate-cache-tags"))
 
 
-def checked_tags(tags: list[str]) -> tuple[str, ...]:
-    if len(tags) > MAX_TAGS:
-        raise InvalidRequest(f"at most {MAX_TAGS} cache tags")
-    for tag in tags:
-        if not isinstance(tag, str) or not _TAG.match(tag):
-            raise InvalidRequest(f"cache tag {tag!r}: 1-64 letters, digits or underscores")
-    return tuple(tags)
+def checked_tags(tags: list[str], where: str) -> tuple[str, ...]:
+    """The cache's own rules for tags (cache_policy), answered as Accelerate's P6005."""
+    try:
+        return cache_policy.checked_tags(tags, where)
+    except BadRequest as refused:
+        raise InvalidRequest(refused.message) from None
 
 
 def invalidation_tags(payload: dict[str, Any]) -> tuple[str, ...] | None:
@@ -215,7 +212,7 @@ def invalidation_tags(payload: dict[str, Any]) -> tuple[str, ...] | None:
         return None
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise InvalidRequest('"tags" must be a list of tag strings, or "all"')
-    return checked_tags(tags)
+    return checked_tags(tags, "tags")
 
 
 # Prisma's SQL names every table "schema"."table"; raw SQL may not quote it.
