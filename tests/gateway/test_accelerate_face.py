@@ -217,6 +217,16 @@ def test_a_malformed_body_is_refused_with_p6005(
     assert fragment in refusal(client.post("/query", content=body), 400, "P6005")
 
 
+def test_a_string_holding_a_lone_surrogate_is_refused_not_stored_as_something_else(
+    client: httpx.Client, postgres: EmbeddedPostgres
+) -> None:
+    body = json.dumps(raw(f"INSERT INTO {TABLE} VALUES (301, $1)", "\ud800", kind="execute"))
+    assert "\\ud800" in body  # json.dumps spells it as an escape, as JSON.stringify does
+    answer = client.post("/query", content=body.encode())
+    assert "lone surrogate" in refusal(answer, 400, "P6005")
+    assert 301 not in [row[0] for row in stored(postgres)]
+
+
 def test_a_plan_with_an_unknown_node_type_is_refused_not_a_server_error(
     client: httpx.Client,
 ) -> None:

@@ -6,9 +6,13 @@ start-up packet in `faces/neon_ws`), and the core never sees the protocol itself
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
+# JSON can spell a lone UTF-16 surrogate (not text in any encoding) only as an escape; a
+# body without one needs no further look (raw bytes that are not UTF-8 fail to parse)
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 MAX_PARAMS = 65535  # the Postgres protocol's limit: a Bind message counts them in 16 bits
 
 

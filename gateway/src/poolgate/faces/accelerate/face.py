@@ -38,6 +38,7 @@ from poolgate.core.cache_stores import CacheUnavailable
 from poolgate.core.errors import (
     BodyTimeout,
     GatewayError,
+    InvalidText,
     MethodNotAllowed,
     OutcomeUnknown,
     RequestTooLarge,
@@ -382,6 +383,7 @@ def _scoped(tenant: Tenant, tags: tuple[str, ...]) -> tuple[str, ...]:
 # core error -> (Accelerate's code); the status is the error's own
 _CODES: dict[type[GatewayError], str] = {
     Unauthorized: "P6002",
+    InvalidText: "P6005",  # a lone surrogate: 22021's message, Accelerate's code
     TooManyLogins: "P5011",
     RequestTooLarge: "P6005",
     BodyTimeout: "P6005",

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolgate.core import cache_policy
-from poolgate.core.errors import BadRequest, GatewayError
+from poolgate.core.errors import BadRequest, GatewayError, InvalidText
+from poolgate.core.requests import SURROGATE_ESCAPE
 
 # The generated client's version (`prisma generate`'s, which Prisma-Engine-Hash carries)
 # whose query plans the companion's @prisma/client-engine-runtime interprets: the plan
@@ -64,7 +65,27 @@ def json_body(body: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    if SURROGATE_ESCAPE.search(body):
+        _require_text(value)
     return value
+
+
+def _require_text(value: Any) -> None:
+    """InvalidText (22021) for a string holding a lone surrogate, anywhere in the body: the
+    companion would send it on as U+FFFD, a value the client never wrote."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidText("a string of the request") from None
+        elif isinstance(node, dict):
+            stack.extend(node)  # the keys
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)

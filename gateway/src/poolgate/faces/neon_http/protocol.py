@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -16,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 from poolgate.core.errors import AuthenticationFailed, BadRequest, InvalidText
 from poolgate.core.requests import (
     MAX_PARAMS,
+    SURROGATE_ESCAPE,
     BatchOptions,
     Credentials,
     Isolation,
@@ -48,14 +48,9 @@ def parse_sql_request(
     else:
         statements = (_statement(payload, default_array_mode, "body"),)
         batch = None
-    if _SURROGATE_ESCAPE.search(body):
+    if SURROGATE_ESCAPE.search(body):
         _require_text(statements)
     return SqlRequest(credentials, statements, batch, raw_text)
-
-
-# JSON can spell a lone UTF-16 surrogate only as an escape; a body without one needs
-# no further look (raw bytes that are not UTF-8 already failed to parse).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _require_text(statements: tuple[Statement, ...]) -> None:
