@@ -6,6 +6,7 @@ supervision. A real gateway (two workers), its companion and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -450,6 +451,36 @@ def test_a_killed_companion_is_restarted_and_serves_again(
         time.sleep(0.1)
     assert companion_of(own).pid != first.pid
     assert '"event": "companion_died"' in own.gateway.log_text()
+
+
+async def test_writes_cut_off_by_a_companion_killed_under_them_say_so_and_none_acknowledged_is_lost(
+    endpoint: AccelerateEndpoint,  # its fixture makes the table
+    gateways: GatewayFactory,
+    tmp_path: Path,
+    postgres: EmbeddedPostgres,
+) -> None:
+    own = start_accelerate(gateways, tmp_path)
+    companion = companion_of(own)
+    answers: dict[int, httpx.Response] = {}
+    first_done = asyncio.Event()
+    async with httpx.AsyncClient(base_url=own.base, headers=own.headers(), timeout=60) as http:
+
+        async def write(row: int) -> None:
+            sql = f"INSERT INTO {TABLE} VALUES ({row}, 'cut')"
+            answers[row] = await http.post("/query", json=raw(sql, kind="execute"))
+            if answers[row].status_code == 200:
+                first_done.set()
+
+        writes = [asyncio.create_task(write(row)) for row in range(1000, 1200)]
+        await asyncio.wait_for(first_done.wait(), 60)  # mid-load, however slow the machine
+        companion.kill()
+        await asyncio.gather(*writes)
+    codes = {(a.status_code, a.json().get("code")) for a in answers.values()}
+    # done, never reached (try again), or cut off during the call (not said to retry)
+    assert codes <= {(200, None), (503, "P6008"), (504, "P6004")}, codes
+    kept = {row[0] for row in stored(postgres)}
+    acknowledged = {row for row, a in answers.items() if a.status_code == 200}
+    assert acknowledged and acknowledged <= kept
 
 
 def test_the_companion_dies_with_its_supervisor(gateways: GatewayFactory, tmp_path: Path) -> None:

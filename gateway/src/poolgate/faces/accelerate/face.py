@@ -143,7 +143,7 @@ class AccelerateFace:
             return await self._invalidate(tenant, await read_body())
         protocol.check_client_version(request.headers)
         if path == "/connection-info":
-            return await self._call(tenant, "info", b"", {}, deadline)
+            return await self._call(tenant, "info", b"", {}, deadline, retry_safe=True)
         body = await read_body()
         if path == "/transaction/start":
             return await self._start(request, tenant, body, deadline)
@@ -181,7 +181,7 @@ class AccelerateFace:
                     raise TransactionExpired()
                 return await self.forward(request, body, outer.replica, outer.worker)
             body = json.dumps({**payload, "newTxId": outer.companion}).encode()
-        started = await self._call(tenant, "start", body, {}, deadline)
+        started = await self._call(tenant, "start", body, {}, deadline, retry_safe=True)
         if self.replica is None:
             return started
         named = str(protocol.TransactionId(json.loads(started.body)["id"], *self.replica))  # type: ignore[arg-type]
@@ -213,16 +213,18 @@ class AccelerateFace:
             extra = {"poolgate-transaction": transaction_id}
             if touched.writes and tenant.model_invalidation:
                 extra["poolgate-writes"] = ",".join(_write_tags(touched))
-            return await self._call(tenant, "query", body, extra, deadline)
+            return await self._call(tenant, "query", body, extra, deadline, retry_safe=False)
         wants = protocol.cache_request(headers)
         if wants.wanted and not touched.writes and self._cache is not None:
             return await self._cached(tenant, plan, touched, wants, body, deadline)
         if not (touched.writes and tenant.model_invalidation):
-            response = await self._call(tenant, "query", body, {}, deadline)
+            response = await self._call(
+                tenant, "query", body, {}, deadline, retry_safe=not touched.writes
+            )
             response.headers["accelerate-cache-status"] = "none"
             return response
         try:
-            response = await self._call(tenant, "query", body, {}, deadline)
+            response = await self._call(tenant, "query", body, {}, deadline, retry_safe=False)
         except (CompanionAnswer, OutcomeUnknown, Unavailable):
             # refused, or cut off: whether it wrote is not certain, so its tables' reads
             # go anyway (a plan's writes are one transaction: all of them or none)
@@ -249,7 +251,7 @@ class AccelerateFace:
         key = "accelerate:" + hashlib.sha256(material.encode()).hexdigest()
 
         async def upstream() -> Outcome:
-            response = await self._call(tenant, "query", body, {}, deadline)
+            response = await self._call(tenant, "query", body, {}, deadline, retry_safe=True)
             return Outcome(response.body, 0)  # type: ignore[arg-type]
 
         answer = await cache.answer(
@@ -275,7 +277,7 @@ class AccelerateFace:
     ) -> web.Response:
         extra = {"poolgate-transaction": transaction_id}
         try:
-            response = await self._call(tenant, action, b"", extra, deadline)
+            response = await self._call(tenant, action, b"", extra, deadline, retry_safe=False)
         except (OutcomeUnknown, Unavailable):
             # a commit whose outcome is unknown: what it wrote is the companion's to say,
             # and it did not, so every table-keyed read of the tenant goes
@@ -310,10 +312,19 @@ class AccelerateFace:
         return web.json_response({})
 
     async def _call(
-        self, tenant: Tenant, op: str, body: bytes, extra: dict[str, str], deadline: float
+        self,
+        tenant: Tenant,
+        op: str,
+        body: bytes,
+        extra: dict[str, str],
+        deadline: float,
+        *,
+        retry_safe: bool,
     ) -> web.Response:
         """One call to the companion, answered by `deadline`; a 2xx answer, or its answer
-        raised as CompanionAnswer."""
+        raised as CompanionAnswer. A companion that cannot be reached is 503 (try again);
+        one that goes away during a call that may write (`retry_safe` false) is 504:
+        whether the write happened is unknown, and a retry could make it twice."""
         loop = asyncio.get_running_loop()
         left = deadline - loop.time()
         headers = {
@@ -343,13 +354,24 @@ class AccelerateFace:
                 f"the query did not finish within {self._settings.request_deadline:g} s:"
                 " whether it took effect is unknown"
             ) from None
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientConnectorError as exc:  # never reached: nothing was done
             raise Unavailable(f"the Accelerate companion cannot be reached: {exc}") from None
+        except aiohttp.ClientError as exc:
+            if retry_safe:
+                raise Unavailable(f"the Accelerate companion went away: {exc}") from None
+            raise OutcomeUnknown(
+                "the Accelerate companion went away during the call: whether it took effect"
+                " is unknown"
+            ) from None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=str(self._companion_path), limit=256),
+                # a connection per call: one kept across a companion restart would fail
+                # as if the companion had died during the call
+                connector=aiohttp.UnixConnector(
+                    path=str(self._companion_path), limit=256, force_close=True
+                ),
                 auto_decompress=False,
             )
         return self._session
