@@ -222,16 +222,30 @@ function failure(error, headers) {
       error: said(`no connection to the database in time: ${error.message}`),
     }, { 'retry-after': '1' });
   }
+  if (isCutOff(error)) {
+    // the session to the pool broke during the call: a write in it may have committed
+    return new Answer(504, {
+      code: 'P6004',
+      error: said(`the connection to the database broke during the call, whether it took effect is unknown: ${error.message}`),
+    });
+  }
+
   // what is left comes from a plan the interpreter could not follow (a node type it does
   // not know, a parameter of the wrong type): the client's request, not the server
   return new Answer(400, { code: 'P6005', error: said(`the query plan could not be run: ${error?.message ?? error}`) });
 }
 
-// Neon's Pool (pg-pool) and its WebSocket: a full pool, a worker's socket gone, a session cut
-const CONNECTION_MESSAGES = /timeout exceeded when trying to connect|Connection terminated|WebSocket/i;
-const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+// Neon's Pool (pg-pool) and its WebSocket: no session had (a full pool, a worker's socket
+// gone: nothing was sent), or a session cut while it was in use (something may have run)
+const CONNECT_MESSAGES = /timeout exceeded when trying to connect|due to connection timeout|WebSocket/i;
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'ETIMEDOUT']);
+const CUT_MESSAGES = /Connection terminated/i;
+const CUT_CODES = new Set(['ECONNRESET', 'EPIPE']);
 function isConnectionFailure(error) {
-  return CONNECTION_CODES.has(error?.code) || CONNECTION_MESSAGES.test(String(error?.message ?? ''));
+  return CONNECT_CODES.has(error?.code) || CONNECT_MESSAGES.test(String(error?.message ?? ''));
+}
+function isCutOff(error) {
+  return CUT_CODES.has(error?.code) || CUT_MESSAGES.test(String(error?.message ?? ''));
 }
 
 const server = http.createServer((request, response) => {
