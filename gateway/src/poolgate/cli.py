@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     forget_libpq_environment()
-    from poolgate.serving import run  # aiohttp, psycopg and the rest: workers only
+    from poolgate.serving import run  # aiohttp, the driver and the rest: workers only
 
     run(settings, identity)
     return 0

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 if TYPE_CHECKING:
     import ssl
@@ -482,18 +482,46 @@ def _refuse_credentials(named: Mapping[str, object]) -> None:
             )
 
 
-def parse_upstream(url: str) -> dict[str, str]:
-    """libpq keywords for the upstream server; credentials and database are refused."""
-    from psycopg.conninfo import conninfo_to_dict  # libpq: only where connections are made
+# The libpq keywords of --upstream the gateway's driver reads (poolgate.core.wire).
+UPSTREAM_KEYWORDS = ("host", "port", "sslmode", "sslrootcert", "sslcert", "sslkey")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
+
+def parse_upstream(url: str) -> dict[str, str]:
+    """libpq keywords for the upstream server, from a libpq URL: one host (a name, an
+    address, `[v6]`, or a socket directory, percent-encoded or as `?host=`), a port, and
+    the TLS keywords; credentials, the database and any other keyword are refused."""
     _looks_like_url(url)
-    try:
-        params = conninfo_to_dict(url)
-    except Exception as exc:
-        raise ConfigError(f"--upstream is not a valid PostgreSQL URL: {exc}") from exc
-    _refuse_credentials(params)  # again, as libpq reads it (every spelling it accepts)
+    parts = urlsplit(url)
+    hostspec = parts.netloc.rpartition("@")[2]
+    if "," in hostspec:
+        raise ConfigError("--upstream names several hosts: give one (a load balancer's)")
+    host, port = _host_and_port(hostspec)
+    params = {"host": unquote(host)} if host else {}
+    if port:
+        params["port"] = port
+    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+        if key not in UPSTREAM_KEYWORDS:
+            raise ConfigError(
+                f"--upstream: {key!r} is not supported; the keywords read are"
+                f" {', '.join(UPSTREAM_KEYWORDS)}"
+            )
+        params[key] = values[-1]
     params.setdefault("host", "localhost")
-    return {key: str(value) for key, value in params.items() if value is not None}
+    if "," in params["host"]:
+        raise ConfigError("--upstream names several hosts: give one (a load balancer's)")
+    _int_in_range("--upstream port", params.get("port", "5432"), 1, 65535)
+    if params.get("sslmode", "prefer") not in SSL_MODES:
+        raise ConfigError(f"--upstream: sslmode must be one of {', '.join(SSL_MODES)}")
+    return params
+
+
+def _host_and_port(hostspec: str) -> tuple[str, str]:
+    if hostspec.startswith("["):  # [v6] or [v6]:port
+        address, _, rest = hostspec[1:].partition("]")
+        return address, rest.removeprefix(":")
+    host, _, port = hostspec.partition(":")
+    return host, port
 
 
 def share(total: int, parts: int, index: int) -> int:

@@ -19,34 +19,33 @@
     ├── Unavailable                 503 + Retry-After: pool wait exceeded, upstream down
     └── OutcomeUnknown              504: sent upstream, no answer (deadline, connection lost)
 
-Foreign exceptions (psycopg's) are translated into these once, in `pool` and `execute`.
+The driver's exceptions (`wire`'s) are translated into these once, in `pool` and
+`execute`.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import psycopg
-
 # Diagnostic fields of a Postgres error, in the order Neon's proxy reports them,
-# paired with the psycopg `Diagnostic` attribute that carries each.
+# paired with the ErrorResponse field code that carries each (protocol-error-fields).
 _DIAGNOSTIC_FIELDS = (
-    ("code", "sqlstate"),
-    ("detail", "message_detail"),
-    ("hint", "message_hint"),
-    ("position", "statement_position"),
-    ("internalPosition", "internal_position"),
-    ("internalQuery", "internal_query"),
-    ("severity", "severity_nonlocalized"),
-    ("where", "context"),
-    ("table", "table_name"),
-    ("column", "column_name"),
-    ("schema", "schema_name"),
-    ("dataType", "datatype_name"),
-    ("constraint", "constraint_name"),
-    ("file", "source_file"),
-    ("line", "source_line"),
-    ("routine", "source_function"),
+    ("code", "C"),
+    ("detail", "D"),
+    ("hint", "H"),
+    ("position", "P"),
+    ("internalPosition", "p"),
+    ("internalQuery", "q"),
+    ("severity", "V"),  # not localized
+    ("where", "W"),
+    ("table", "t"),
+    ("column", "c"),
+    ("schema", "s"),
+    ("dataType", "d"),
+    ("constraint", "n"),
+    ("file", "F"),
+    ("line", "L"),
+    ("routine", "R"),
 )
 
 
@@ -134,16 +133,17 @@ class QueryFailed(GatewayError):
 
     status = 400
 
-    def __init__(self, error: psycopg.Error, sqlstate: str | None = None) -> None:
-        """`sqlstate` stands in for errors libpq raises before Postgres sees the value."""
-        diag = error.diag
-        super().__init__(diag.message_primary or str(error).strip())
+    def __init__(self, fields: dict[str, str]) -> None:
+        """`fields`: the ErrorResponse's, by field code (see `_DIAGNOSTIC_FIELDS`)."""
+        super().__init__(fields.get("M", "").strip() or "the statement failed")
         self.fields: dict[str, str | None] = {
-            name: getattr(diag, attribute) for name, attribute in _DIAGNOSTIC_FIELDS
+            name: fields.get(code) for name, code in _DIAGNOSTIC_FIELDS
         }
-        if sqlstate is not None:
-            self.fields["code"] = sqlstate
-            self.fields["severity"] = "ERROR"
+
+    @classmethod
+    def refused_value(cls, message: str, sqlstate: str) -> QueryFailed:
+        """An error for a value refused before Postgres saw it, spelled as Postgres's."""
+        return cls({"M": message, "C": sqlstate, "S": "ERROR"})
 
     def body(self) -> dict[str, Any]:
         return {"message": self.message, **self.fields}

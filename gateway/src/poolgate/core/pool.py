@@ -37,57 +37,44 @@ import hmac
 import logging
 import math
 import os
-import select
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import psycopg
-from psycopg import pq
-from psycopg.conninfo import make_conninfo
-
 from poolgate.config import Settings
+from poolgate.core import wire
 from poolgate.core.errors import AuthenticationFailed, Unavailable
 from poolgate.core.requests import Credentials
 from poolgate.core.throttle import LoginThrottle
 
 log = logging.getLogger("poolgate.pool")
 
-# Postgres refusals at connect time that are about who is connecting; anything else
-# (too many connections, starting up, unreachable) is the upstream being unavailable.
-_CREDENTIAL_REFUSALS = (
-    "authentication failed",
-    "does not exist",
-    "no pg_hba.conf entry",
-    "not permitted to log in",
-    "permission denied for database",
-)
+Connection = wire.WireConnection
+
+# Postgres refusals at log-in that are about who is connecting (SQLSTATE classes 28 and
+# 3D, and 42501 for CONNECT privilege); anything else (too many connections, starting
+# up, unreachable) is the upstream being unavailable.
+_CREDENTIAL_CLASSES = ("28", "3D")
+_NO_CONNECT_PRIVILEGE = "42501"
 
 
-def classify_connect_error(error: psycopg.Error) -> AuthenticationFailed | Unavailable:
-    """psycopg reports connect failures as text only; this is the one place that reads it."""
-    text = str(error)
-    if "FATAL:" in text and any(refusal in text for refusal in _CREDENTIAL_REFUSALS):
+def classify_connect_error(error: Exception) -> AuthenticationFailed | Unavailable:
+    """A failed log-in, from the driver: the one place that decides what it means."""
+    if isinstance(error, wire.PasswordRequired):  # the server asked for one: none was sent
         return AuthenticationFailed()
-    if "no password supplied" in text:  # libpq's own refusal: the server asked for one
-        return AuthenticationFailed()
+    if isinstance(error, wire.ServerError):
+        sqlstate = error.sqlstate or ""
+        if sqlstate.startswith(_CREDENTIAL_CLASSES) or sqlstate == _NO_CONNECT_PRIVILEGE:
+            return AuthenticationFailed()
     return Unavailable("the database is not reachable", retry_after=2)
 
 
-def _looks_alive(connection: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
-    """An idle connection has nothing to say: if its socket is readable, the server
-    sent something unasked (a termination notice, a shutdown), so it is not reused."""
-    if connection.closed or connection.broken:
-        return False
-    readable, _, _ = select.select([connection.fileno()], [], [], 0)
-    return not readable
-
-
-def _idle_and_open(connection: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
-    """Open, and in no transaction: fit to serve another request."""
-    return not connection.closed and connection.info.transaction_status == pq.TransactionStatus.IDLE
+def _fit_for_reuse(connection: Connection) -> bool:
+    """Open and in no transaction. An idle connection has nothing to say: one the server
+    sent something unasked (a termination notice, a shutdown) is broken, not reused."""
+    return not connection.broken and connection.idle
 
 
 LOGIN_LANE = 2  # concurrent checks of a not-yet-accepted password, per pool
@@ -183,7 +170,7 @@ class ConnectionPool:
         self._throttle = throttle
         self._slots = asyncio.Semaphore(settings.pool_size)  # FIFO for waiters
         self._login_lane = asyncio.Semaphore(LOGIN_LANE)
-        self._idle: deque[tuple[psycopg.AsyncConnection[tuple[object, ...]], float]] = deque()
+        self._idle: deque[tuple[Connection, float]] = deque()
         self._open = 0
         self._in_use = 0
         self._waiting = 0
@@ -214,7 +201,7 @@ class ConnectionPool:
         client: str = "unknown",
         wait: float | None = None,
         deadline: float | None = None,
-    ) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    ) -> Connection:
         """A connection for this password. `wait`: seconds this request may wait for a
         free slot, in all (default and most: --acquire-timeout), then 503; `deadline`:
         the request's own (event-loop time), which no wait or connect outlasts."""
@@ -232,9 +219,7 @@ class ConnectionPool:
         self._in_use += 1
         return connection
 
-    async def _trusted(
-        self, password: str | None, bounds: Bounds
-    ) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    async def _trusted(self, password: str | None, bounds: Bounds) -> Connection:
         await self._take(self._slots, bounds)
         try:
             return await self._reuse() or await self._connect(password, bounds)
@@ -242,9 +227,7 @@ class ConnectionPool:
             self._slots.release()
             raise
 
-    async def _recheck(
-        self, password: str | None, client: str, bounds: Bounds
-    ) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    async def _recheck(self, password: str | None, client: str, bounds: Bounds) -> Connection:
         """The accepted password, trusted for longer than --auth-recheck: logged in with
         again (one request at a time; the others then find it trusted). Refused, the
         pool forgets it and closes its idle connections (opened with it)."""
@@ -272,9 +255,7 @@ class ConnectionPool:
             self._slots.release()
             raise
 
-    async def _log_in(
-        self, password: str | None, client: str, bounds: Bounds
-    ) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    async def _log_in(self, password: str | None, client: str, bounds: Bounds) -> Connection:
         """A password this pool does not trust: checked by Postgres through the login
         lane, throttled; unless Postgres accepted it lately (in a sibling worker, or
         before this pool was forgotten): then it logs in as a trusted one would."""
@@ -312,42 +293,33 @@ class ConnectionPool:
         finally:
             self._waiting -= 1
 
-    async def _reuse(self) -> psycopg.AsyncConnection[tuple[object, ...]] | None:
+    async def _reuse(self) -> Connection | None:
         while self._idle:
             connection, _ = self._idle.pop()  # most recently used: warmest caches
-            if _looks_alive(connection):
+            if _fit_for_reuse(connection):
                 return connection
             await self._close(connection)
         return None
 
-    async def _connect(
-        self, password: str | None, bounds: Bounds
-    ) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    async def _connect(self, password: str | None, bounds: Bounds) -> Connection:
         settings = self._settings
-        keywords = {
-            **settings.upstream,
-            "user": self.user,
-            "dbname": self.database,
-            "connect_timeout": str(max(2, round(settings.connect_timeout))),
+        options = {
             "application_name": "poolgate",
+            "client_encoding": "UTF8",
             "options": f"-c statement_timeout={round(settings.statement_timeout * 1000)}",
         }
-        if password is not None:
-            keywords["password"] = password
         while self._open >= settings.pool_size and self._idle:
             await self.close_oldest_idle()  # an idle one with another password makes room
         await self._budget.take(bounds)
         try:
-            connection = await asyncio.wait_for(
-                psycopg.AsyncConnection.connect(
-                    make_conninfo("", **keywords), autocommit=True, prepare_threshold=None
-                ),
-                max(0.0, min(settings.connect_timeout, bounds.left())),
-            )
+            async with asyncio.timeout(max(0.0, min(settings.connect_timeout, bounds.left()))):
+                connection = await wire.connect(
+                    wire.Target.of(settings.upstream), self.user, self.database, password, options
+                )
         except TimeoutError:
             self._budget.give()
             raise Unavailable("timed out connecting to the database", retry_after=2) from None
-        except psycopg.Error as exc:
+        except (wire.WireError, wire.ServerError, OSError) as exc:
             self._budget.give()
             raise classify_connect_error(exc) from None
         except BaseException:
@@ -367,10 +339,10 @@ class ConnectionPool:
                 raise
         return connection
 
-    def release_clean(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
+    def release_clean(self, connection: Connection) -> bool:
         """Give back, at once, a connection that needs no reset and is idle; False (and
         nothing done) otherwise: then `release` does it, with its round trips."""
-        if self._needs_reset(False) or not _idle_and_open(connection):
+        if self._needs_reset(False) or not _fit_for_reuse(connection):
             return False
         self._in_use -= 1
         self._idle.append((connection, time.monotonic()))
@@ -384,7 +356,7 @@ class ConnectionPool:
 
     async def release(
         self,
-        connection: psycopg.AsyncConnection[tuple[object, ...]],
+        connection: Connection,
         reusable: bool,
         reset: bool = True,
     ) -> None:
@@ -404,26 +376,23 @@ class ConnectionPool:
             self._slots.release()
             self.last_used = time.monotonic()
 
-    async def _reset(
-        self, connection: psycopg.AsyncConnection[tuple[object, ...]], reset: bool
-    ) -> bool:
-        if not _idle_and_open(connection):
+    async def _reset(self, connection: Connection, reset: bool) -> bool:
+        if not _fit_for_reuse(connection):
             return False
         if not self._needs_reset(reset):
             return True
         try:
             async with asyncio.timeout(self._settings.connect_timeout):
-                await connection.execute(self._settings.reset_query.encode())
-        except (psycopg.Error, TimeoutError):
+                await connection.run_script(self._settings.reset_query)
+        except (wire.WireError, wire.ServerError, OSError, TimeoutError):
             log.warning("session reset failed; connection discarded")
             return False
         return True
 
-    async def _close(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+    async def _close(self, connection: Connection) -> None:
         self._open -= 1
         self._budget.give()
-        with suppress(psycopg.Error):
-            await connection.close()
+        connection.close()
 
     def oldest_idle_since(self) -> float | None:
         return self._idle[0][1] if self._idle else None
@@ -436,8 +405,8 @@ class ConnectionPool:
     async def close_idle(self, older_than: float) -> None:
         """Close idle connections unused for `older_than` seconds."""
         cutoff = time.monotonic() - older_than
-        keep: deque[tuple[psycopg.AsyncConnection[tuple[object, ...]], float]] = deque()
-        closing: list[tuple[psycopg.AsyncConnection[tuple[object, ...]], float]] = []
+        keep: deque[tuple[Connection, float]] = deque()
+        closing: list[tuple[Connection, float]] = []
         for connection, since in self._idle:
             (closing if since <= cutoff else keep).append((connection, since))
         self._idle = keep
@@ -502,7 +471,7 @@ class PoolRegistry:
         client: str = "unknown",
         reset: bool = True,
         deadline: float | None = None,
-    ) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
+    ) -> AsyncIterator[Connection]:
         """A connection for the duration of the block, had before `deadline` (the
         request's, event-loop time) or --acquire-timeout, whichever is first (else 503).
 

@@ -37,9 +37,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import psycopg
-from psycopg import pq
-
 from poolgate.config import Settings
 from poolgate.core.errors import (
     BadRequest,
@@ -50,8 +47,14 @@ from poolgate.core.errors import (
     TransactionBusy,
     TransactionExpired,
 )
-from poolgate.core.execute import Outcome, end_transaction, run_in_transaction, translate_error
-from poolgate.core.pool import ConnectionPool, PoolRegistry
+from poolgate.core.execute import (
+    DRIVER_ERRORS,
+    Outcome,
+    run_command,
+    run_in_transaction,
+    translate_error,
+)
+from poolgate.core.pool import Connection, ConnectionPool, PoolRegistry
 from poolgate.core.requests import BatchOptions, Credentials, SqlRequest
 from poolgate.core.session_state import RESET_BEFORE, may_change_session
 
@@ -61,7 +64,6 @@ DEFAULT_TIMEOUT = 5.0  # seconds, when the client names none
 DEFAULT_MAX_WAIT = 2.0  # seconds to wait for a free connection at BEGIN
 EXPIRED_KEPT = 10_000  # expired ids remembered (to answer 410 rather than 404)
 
-Connection = psycopg.AsyncConnection[tuple[object, ...]]
 T = TypeVar("T")
 
 
@@ -168,11 +170,11 @@ class Transactions:
                 min(deadline, loop.time() + self._settings.connect_timeout)
             ):
                 # an earlier request's nextval must not answer this transaction's currval
-                await end_transaction(connection, RESET_BEFORE)
-                await end_transaction(connection, options.batch.begin_statement())
+                await run_command(connection, RESET_BEFORE)
+                await run_command(connection, options.batch.begin_statement())
         except BaseException as exc:
             await pool.release(connection, reusable=False)
-            if isinstance(exc, psycopg.Error):
+            if isinstance(exc, DRIVER_ERRORS):
                 raise translate_error(exc) from None
             if isinstance(exc, TimeoutError):
                 raise OutcomeUnknown("the database did not answer BEGIN in time") from None
@@ -233,7 +235,7 @@ class Transactions:
             tag = await self._within_deadlines(
                 transaction_id,
                 opened,
-                end_transaction(opened.connection, "COMMIT"),
+                run_command(opened.connection, "COMMIT"),
                 deadline,
                 ending=True,
             )
@@ -255,7 +257,7 @@ class Transactions:
             await self._within_deadlines(
                 transaction_id,
                 opened,
-                end_transaction(opened.connection, "ROLLBACK"),
+                run_command(opened.connection, "ROLLBACK"),
                 deadline,
                 ending=True,
             )
@@ -296,7 +298,7 @@ class Transactions:
             raise OutcomeUnknown(
                 "the database did not answer in time: the transaction was rolled back"
             ) from None
-        except psycopg.Error as exc:
+        except DRIVER_ERRORS as exc:
             self._finish(transaction_id, opened, reusable=False)
             raise translate_error(exc) from None
         except BaseException:  # the client went away, a limit, a lost connection
@@ -334,11 +336,11 @@ class Transactions:
         rolled back first; the pool keeps the connection only if that leaves it idle (its
         release checks)."""
         connection = opened.connection
-        if reusable and connection.info.transaction_status != pq.TransactionStatus.IDLE:
+        if reusable and not connection.broken and not connection.idle:
             try:
                 async with asyncio.timeout(self._settings.connect_timeout):
-                    await end_transaction(connection, "ROLLBACK")
-            except (psycopg.Error, TimeoutError):
+                    await run_command(connection, "ROLLBACK")
+            except (*DRIVER_ERRORS, TimeoutError):
                 reusable = False
         await opened.pool.release(connection, reusable, reset=opened.session_changed)
 

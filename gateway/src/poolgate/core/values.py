@@ -11,20 +11,30 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import psycopg.postgres
-
 # Cells that become native JSON values; every other type stays a string.
-_BOOL = psycopg.postgres.types["bool"].oid
-_INTEGERS = {psycopg.postgres.types[name].oid for name in ("int2", "int4")}
-_FLOATS = {psycopg.postgres.types[name].oid for name in ("float4", "float8")}
-_JSON = {psycopg.postgres.types[name].oid for name in ("json", "jsonb")}
+# (Builtin type OIDs are fixed: pg_type.dat in Postgres's source.)
+_BOOL = 16
+_INTEGERS = {21, 23}  # int2, int4
+_FLOATS = {700, 701}  # float4, float8
+_JSON = {114, 3802}  # json, jsonb
 _NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
 
 # Builtin array type OID -> element type OID. Arrays of types Postgres does not ship
 # (arrays of enums, domains, composites) are left as their text form.
+# fmt: off
 ARRAY_ELEMENT: dict[int, int] = {
-    info.array_oid: info.oid for info in psycopg.postgres.types if info.array_oid
+    143: 142, 199: 114, 271: 5069, 629: 628, 651: 650, 719: 718, 775: 774, 791: 790, 1000: 16,
+    1001: 17, 1002: 18, 1003: 19, 1005: 21, 1006: 22, 1007: 23, 1008: 24, 1009: 25, 1010: 27,
+    1011: 28, 1012: 29, 1013: 30, 1014: 1042, 1015: 1043, 1016: 20, 1017: 600, 1018: 601,
+    1019: 602, 1020: 603, 1021: 700, 1022: 701, 1027: 604, 1028: 26, 1034: 1033, 1040: 829,
+    1041: 869, 1115: 1114, 1182: 1082, 1183: 1083, 1185: 1184, 1187: 1186, 1231: 1700,
+    1270: 1266, 1561: 1560, 1563: 1562, 2201: 1790, 2207: 2202, 2208: 2203, 2209: 2204,
+    2210: 2205, 2211: 2206, 2287: 2249, 2949: 2970, 2951: 2950, 3221: 3220, 3643: 3614,
+    3644: 3642, 3645: 3615, 3735: 3734, 3770: 3769, 3807: 3802, 3905: 3904, 3907: 3906,
+    3909: 3908, 3911: 3910, 3913: 3912, 3927: 3926, 4073: 4072, 4090: 4089, 4097: 4096,
+    4192: 4191, 6150: 4451, 6151: 4532, 6152: 4533, 6153: 4534, 6155: 4535, 6157: 4536,
 }
+# fmt: on
 
 ParamValue = None | bool | int | float | str | list[Any] | dict[str, Any]
 MAX_ARRAY_DIMENSIONS = 6  # PostgreSQL's own limit (MAXDIM)

@@ -1,4 +1,4 @@
-"""A lean PostgreSQL wire-protocol client: the prototype driver of issue 23 (c).
+"""The gateway's PostgreSQL driver: a lean wire-protocol client (issue 23 (c)).
 
 It speaks only what the gateway sends: the start-up with SCRAM-SHA-256 (or MD5, or
 cleartext) authentication, then statements over the extended query protocol
@@ -9,11 +9,15 @@ column number, type OID, size, modifier) and each DataRow's cells as text, so no
 is decoded into Python objects that is only going to be written out as text again.
 
 Contract: one statement at a time per connection (the caller holds it exclusively);
-`run` hands rows to `on_chunk` every `rows_per_chunk` rows, as they arrive; an
-exception from `on_chunk`, a server error or a cancelled await leave the connection
-for the caller to discard (`broken`/`idle` say whether it may be reused). It is not the
-default driver: `POOLGATE_DRIVER=wire` selects it for measurement (see the gateway
-README, "Choice of parts").
+`run` hands rows to `on_chunk` every `rows_per_chunk` rows, as they arrive. An
+exception from `on_chunk` ends `run` at once with that exception; it, or a cancelled
+await (a deadline, a client gone), leaves the statement running on the server, which is
+then asked to cancel it in the background (`CANCEL_TIMEOUT`), and the connection is not
+`idle`: the caller discards it. A server error leaves it idle (or in a failed
+transaction) and usable. `broken` says the connection is gone: closed by either side,
+or sent something unasked while idle (a FATAL notice of a shutdown or termination).
+The choice of this driver over psycopg and asyncpg, measured, is in the gateway README
+("Choice of parts").
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import ssl
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+log = logging.getLogger("poolgate.wire")
 
 _INT32 = struct.Struct("!i")
 _HEADER = struct.Struct("!ci")
@@ -35,32 +42,20 @@ _CANCEL_CODE = 80877102
 _SSL_CODE = 80877103
 _PROTOCOL_3 = 196608
 PREPARED_PER_CONNECTION = 100
-
-# ErrorResponse / NoticeResponse field codes, by the names psycopg's Diagnostic uses.
-ERROR_FIELDS = {
-    "S": "severity_nonlocalized",
-    "V": "severity",
-    "C": "sqlstate",
-    "M": "message_primary",
-    "D": "message_detail",
-    "H": "message_hint",
-    "P": "statement_position",
-    "p": "internal_position",
-    "q": "internal_query",
-    "W": "context",
-    "s": "schema_name",
-    "t": "table_name",
-    "c": "column_name",
-    "d": "datatype_name",
-    "n": "constraint_name",
-    "F": "source_file",
-    "L": "source_line",
-    "R": "source_function",
-}
+CANCEL_TIMEOUT = 1.0  # seconds a cancel request may take before it is abandoned
 
 
 class WireError(Exception):
     """Raised when the connection breaks or the server says something unexpected."""
+
+
+class PasswordRequired(WireError):
+    """Raised when the server asks for a password and the client gave none."""
+
+
+class CopyRefused(WireError):
+    """Raised for a statement that starts COPY: the connection is closed at once (the
+    server would wait for COPY data, or send it)."""
 
 
 class ServerError(Exception):
@@ -144,6 +139,12 @@ def _cstring(text: str) -> bytes:
 
 
 _SYNC = _message(b"S", b"")
+
+
+def _drop_rows(fields: list[Field], rows: list[Row]) -> None:
+    """Rows nobody asked for (of a reset script)."""
+
+
 _DESCRIBE_PORTAL = _message(b"D", b"P\x00")
 _EXECUTE_ALL = _message(b"E", b"\x00" + _INT32.pack(0))
 
@@ -211,6 +212,8 @@ class WireConnection(asyncio.Protocol):
         self._starting = True
         self.broken = False
         self.idle = False
+        self.transaction_status = b""  # of the last ReadyForQuery: I, T or E
+        self._running = False  # a statement was sent and its ReadyForQuery not yet read
         self.process_id = 0
         self.secret_key = b""
         self.address: tuple[str, ...] | str = ""
@@ -237,7 +240,10 @@ class WireConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.broken = True
         self.idle = False
-        self._wake(WireError(f"the server closed the connection: {exc!r}"))
+        if self._error is not None:  # e.g. a FATAL error: the server's reason is the one
+            self._wake()
+        else:
+            self._wake(WireError(f"the server closed the connection: {exc!r}"))
 
     def data_received(self, data: bytes) -> None:
         if self._ssl_answer is not None:  # the one byte that answers an SSLRequest
@@ -257,10 +263,9 @@ class WireConnection(asyncio.Protocol):
             position += 1 + length
             try:
                 self._handle(kind, body)
-            except Exception as exc:  # a callback refused a chunk: stop the statement
-                if self._error is None:
-                    self._error = exc
+            except Exception as exc:  # a callback refused a chunk: `run` ends with it now
                 self._on_chunk = None
+                self._wake(exc)
         del buffer[:position]
 
     def _wake(self, error: BaseException | None = None) -> None:
@@ -287,30 +292,32 @@ class WireConnection(asyncio.Protocol):
                 rows, self._rows = self._rows, []
                 self._on_chunk(self._fields, rows)
         elif kind == b"Z":
+            self.transaction_status = body
             self.idle = body == b"I"
-            if not self._starting:
-                self._wake()
-            else:
+            self._running = False
+            if self._starting:
                 self._messages.append((kind, body))
-                self._wake()
+            self._wake()
         elif kind == b"E":
             if self._error is None:
                 self._error = ServerError(parse_fields(body))
             if self._starting:
                 self._wake()
+            elif not self._running:  # unasked, while idle: the server is ending it
+                self._transport_abort()
         elif kind == b"N":
             self._notices.append(parse_fields(body))
         elif kind == b"1":
             if self._parsing is not None:  # ParseComplete: the named statement exists
                 self.prepared[self._parsing[0]] = self._parsing[1]
                 self._parsing = None
-        elif kind in (b"2", b"3", b"n", b"s"):
-            pass  # BindComplete, CloseComplete, NoData, PortalSuspended
+        elif kind in (b"2", b"3", b"n", b"s", b"I"):
+            pass  # BindComplete, CloseComplete, NoData, PortalSuspended, EmptyQueryResponse
         elif kind == b"S":
             name, value, _ = body.split(b"\x00", 2)
             self.parameters[name.decode()] = value.decode()
         elif kind in (b"G", b"H", b"W"):
-            self._error = self._error or WireError("COPY is not supported over HTTP")
+            self._error = self._error or CopyRefused("COPY is not supported over HTTP")
             self._transport_abort()
         elif kind == b"A":
             pass  # NotificationResponse: nobody listens here
@@ -354,7 +361,7 @@ class WireConnection(asyncio.Protocol):
                 if code == 0:
                     continue
                 if password is None:
-                    raise WireError("fe_sendauth: no password supplied")
+                    raise PasswordRequired("fe_sendauth: no password supplied")
                 if code == 3:
                     self._transport.write(_message(b"p", _cstring(password)))
                 elif code == 5:
@@ -398,6 +405,24 @@ class WireConnection(asyncio.Protocol):
         dropped them, the caller calls `forget_prepared`)."""
         if self.broken or self._transport is None:
             raise WireError("the connection is closed")
+        # built first: a parameter that is not text (UnicodeEncodeError) sends nothing
+        build = self._prepared_query if prepare else extended_query
+        return await self._exchange(build(query, params), rows_per_chunk, on_chunk)
+
+    async def run_script(self, script: str) -> Result:
+        """Statements separated by semicolons (an operator's reset query, say) over the
+        simple query protocol; rows are dropped, the last command's tag is returned."""
+        if self.broken or self._transport is None:
+            raise WireError("the connection is closed")
+        return await self._exchange(_message(b"Q", _cstring(script)), 1000, _drop_rows)
+
+    async def _exchange(
+        self, message: bytes, rows_per_chunk: int, on_chunk: ChunkCallback
+    ) -> Result:
+        """Send one request, read its answer up to ReadyForQuery."""
+        assert self._transport is not None
+        if self._running:
+            raise WireError("a statement is still running on this connection")
         self._on_chunk = on_chunk
         self._chunk_rows = rows_per_chunk
         self._rows = []
@@ -406,29 +431,35 @@ class WireConnection(asyncio.Protocol):
         self._error = None
         self._notices = []
         self.idle = False
+        self._running = True
         waiter = self._waiter = asyncio.get_running_loop().create_future()
-        if prepare:
-            name = self.prepared.get(query)
-            if name is None:
-                if len(self.prepared) >= PREPARED_PER_CONNECTION:
-                    self._transport.write(
-                        _message(b"C", b"S" + self.prepared.popitem()[1] + b"\x00")
-                    )
-                self._serial += 1
-                name = f"pg_{self._generation}_{self._serial}".encode()
-                self._parsing = (query, name)
-                self._transport.write(extended_query(query, params, name))
-            else:
-                self._transport.write(extended_query(query, params, name, parsed=True))
-        else:
-            self._transport.write(extended_query(query, params))
+        self._transport.write(message)
         try:
             await waiter
         finally:
             self._on_chunk = None
+            if self._running and not self.broken:
+                # ended before its ReadyForQuery (a refused chunk, a deadline, a client
+                # gone): the server may still be running it; the caller discards this
+                # connection, and nothing waits on a server that may not answer
+                cancel_in_background(self)
         if self._error is not None:
             raise self._error
         return Result(self._fields, self._tag, self._notices)
+
+    def _prepared_query(self, query: str, params: Sequence[str | None]) -> bytes:
+        assert self._transport is not None
+        name = self.prepared.get(query)
+        if name is not None:
+            return extended_query(query, params, name, parsed=True)
+        message = b""
+        if len(self.prepared) >= PREPARED_PER_CONNECTION:
+            message = _message(b"C", b"S" + self.prepared.popitem()[1] + b"\x00")
+        self._serial += 1
+        name = f"pg_{self._generation}_{self._serial}".encode()
+        message += extended_query(query, params, name)
+        self._parsing = (query, name)
+        return message
 
     def forget_prepared(self) -> None:
         """After an error or a session reset: statements are parsed anew (and names the
@@ -436,6 +467,12 @@ class WireConnection(asyncio.Protocol):
         self._parsing = None
         self.prepared.clear()
         self._generation += 1
+
+    @property
+    def tls(self) -> bool:
+        return self._transport is not None and (
+            self._transport.get_extra_info("ssl_object") is not None
+        )
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -446,27 +483,49 @@ class WireConnection(asyncio.Protocol):
 
     async def cancel(self) -> None:
         """CancelRequest on a new connection to the same server (the key it gave)."""
-        loop = asyncio.get_running_loop()
         packet = _INT32.pack(16) + _INT32.pack(_CANCEL_CODE) + _INT32.pack(self.process_id)
         packet += self.secret_key
         if isinstance(self.address, str):
             _, writer = await asyncio.open_unix_connection(self.address)
         else:
             _, writer = await asyncio.open_connection(self.address[0], int(self.address[1]))
-        writer.write(packet)
-        await writer.drain()
-        writer.close()
-        del loop
+        try:
+            writer.write(packet)
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+_CANCELS: set[asyncio.Task[None]] = set()
+
+
+def cancel_in_background(connection: WireConnection) -> None:
+    """Ask the server to cancel what runs on `connection`, without waiting: the request
+    goes out on its own connection, abandoned after `CANCEL_TIMEOUT` seconds."""
+    task = asyncio.get_running_loop().create_task(_cancel_quietly(connection))
+    _CANCELS.add(task)
+    task.add_done_callback(_CANCELS.discard)
+
+
+async def _cancel_quietly(connection: WireConnection) -> None:
+    try:
+        async with asyncio.timeout(CANCEL_TIMEOUT):
+            await connection.cancel()
+    except (OSError, TimeoutError) as exc:  # a frozen or vanished server: it is gone anyway
+        log.info("query cancellation not confirmed: %s", type(exc).__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where the server is, from libpq keywords (`host` a directory means a socket)."""
+    """Where the server is, from the libpq keywords config reads (`host` a directory
+    means a socket)."""
 
     host: str
     port: int
     sslmode: str
     sslrootcert: str | None
+    sslcert: str | None = None
+    sslkey: str | None = None
 
     @classmethod
     def of(cls, keywords: dict[str, str]) -> Target:
@@ -475,19 +534,55 @@ class Target:
             int(keywords.get("port", "5432")),
             keywords.get("sslmode", "prefer"),
             keywords.get("sslrootcert"),
+            keywords.get("sslcert"),
+            keywords.get("sslkey"),
         )
 
 
 def _tls_context(target: Target) -> ssl.SSLContext:
     """libpq's sslmode: require (and prefer, allow) encrypt without checking the
-    certificate, verify-ca checks it against sslrootcert, verify-full the name too."""
-    context = ssl.create_default_context(cafile=target.sslrootcert)
+    certificate, verify-ca checks it against sslrootcert (`system`: the system's CAs),
+    verify-full the name too; sslcert and sslkey are the client's certificate."""
+    root = None if target.sslrootcert in (None, "system") else target.sslrootcert
+    context = ssl.create_default_context(cafile=root)
     if target.sslmode in ("require", "prefer", "allow"):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     elif target.sslmode == "verify-ca":
         context.check_hostname = False
+    if target.sslcert:
+        context.load_cert_chain(target.sslcert, target.sslkey)
     return context
+
+
+async def _open(target: Target) -> WireConnection:
+    """A transport to the server, with TLS negotiated as `sslmode` asks; not logged in."""
+    loop = asyncio.get_running_loop()
+    connection: WireConnection
+    if target.host.startswith("/"):
+        path = f"{target.host}/.s.PGSQL.{target.port}"
+        _, connection = await loop.create_unix_connection(WireConnection, path)
+        connection.address = path
+        return connection
+    transport, connection = await loop.create_connection(WireConnection, target.host, target.port)
+    connection.address = (target.host, str(target.port))
+    if target.sslmode == "disable":
+        return connection
+    try:
+        answer = connection._ssl_answer = loop.create_future()
+        transport.write(_INT32.pack(8) + _INT32.pack(_SSL_CODE))
+        if await answer == b"S":
+            tls = await loop.start_tls(
+                transport, connection, _tls_context(target), server_hostname=target.host
+            )
+            assert tls is not None
+            connection.connection_made(tls)
+        elif target.sslmode in ("require", "verify-ca", "verify-full"):
+            raise WireError("the server refused TLS")
+    except BaseException:
+        transport.close()
+        raise
+    return connection
 
 
 async def connect(
@@ -498,38 +593,35 @@ async def connect(
     options: dict[str, str],
 ) -> WireConnection:
     """A logged-in connection; `ServerError` for a refusal, `WireError`/`OSError` else."""
-    loop = asyncio.get_running_loop()
-    connection: WireConnection
-    if target.host.startswith("/"):
-        path = f"{target.host}/.s.PGSQL.{target.port}"
-        _, connection = await loop.create_unix_connection(WireConnection, path)
-        connection.address = path
-    else:
-        transport, connection = await loop.create_connection(
-            WireConnection, target.host, target.port
-        )
-        connection.address = (target.host, str(target.port))
-        if target.sslmode != "disable":
-            try:
-                answer = connection._ssl_answer = loop.create_future()
-                transport.write(_INT32.pack(8) + _INT32.pack(_SSL_CODE))
-                if await answer == b"S":
-                    tls = await loop.start_tls(
-                        transport,
-                        connection,
-                        _tls_context(target),
-                        server_hostname=target.host,
-                    )
-                    assert tls is not None
-                    connection.connection_made(tls)
-                elif target.sslmode in ("require", "verify-ca", "verify-full"):
-                    raise WireError("the server refused TLS")
-            except BaseException:
-                transport.close()
-                raise
+    connection = await _open(target)
     try:
         await connection._start(user, database, password, options)
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+CANNOT_CONNECT_NOW = "57P03"
+
+
+async def ping(target: Target) -> str:
+    """Whether the server accepts connections, as libpq's PQping asks it, without
+    logging in: `ok` once it answers a start-up (with a request for a password, or a
+    refusal of the probe's role), `reject` while it cannot take connections (starting,
+    stopping, recovering), `no_response` if it cannot be reached. The caller bounds it."""
+    try:
+        connection = await _open(target)
+    except (OSError, WireError, ssl.SSLError):
+        return "no_response"
+    try:
+        await connection._start("poolgate_ping", "postgres", None, {})
+    except PasswordRequired:
+        return "ok"
+    except ServerError as refusal:
+        return "reject" if refusal.sqlstate == CANNOT_CONNECT_NOW else "ok"
+    except (OSError, WireError):
+        return "no_response"
+    finally:
+        connection.close()
+    return "ok"

@@ -19,10 +19,9 @@ from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
-from psycopg import pq
-from psycopg.conninfo import make_conninfo
 
 from poolgate.config import Settings
+from poolgate.core import wire
 from poolgate.core.api_keys import require_api_key
 from poolgate.core.cache import Clock, QueryCache
 from poolgate.core.cache_stores import CacheStore, MemoryStore, RedisStore, version_window
@@ -598,16 +597,16 @@ async def _healthz(gateway: Gateway, request: web.BaseRequest, _: float) -> web.
 async def _readyz(gateway: Gateway, request: web.BaseRequest, _: float) -> web.StreamResponse:
     if gateway.draining:  # a load balancer's health check: move the traffic elsewhere
         raise Unavailable("the gateway is stopping (draining): use another replica")
-    conninfo = make_conninfo(
-        **gateway.settings.upstream, connect_timeout=max(2, round(gateway.settings.connect_timeout))
-    )
-    # PQping never authenticates: it only asks whether the server accepts connections.
-    status = await asyncio.get_running_loop().run_in_executor(
-        None, pq.PGconn.ping, conninfo.encode()
-    )
-    if status == pq.Ping.OK:
+    # like libpq's PQping, it never logs in: it only asks whether the server takes
+    # connections
+    try:
+        async with asyncio.timeout(max(2.0, gateway.settings.connect_timeout)):
+            status = await wire.ping(wire.Target.of(gateway.settings.upstream))
+    except TimeoutError:
+        status = "no_response"
+    if status == "ok":
         return web.json_response({"status": "ready"})
-    raise Unavailable(f"upstream is not accepting connections ({pq.Ping(status).name})")
+    raise Unavailable(f"upstream is not accepting connections ({status.upper()})")
 
 
 async def _metrics(gateway: Gateway, request: web.BaseRequest, _: float) -> web.StreamResponse:

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from poolgate.config import Settings
-from poolgate.core.asyncpg_execute import AsyncpgPools
 from poolgate.core.cache import QueryCache
 from poolgate.core.cache_policy import (
     CachePolicy,
@@ -29,7 +28,6 @@ from poolgate.core.pool import PoolRegistry
 from poolgate.core.requests import Credentials, SqlRequest
 from poolgate.core.session_state import may_change_session
 from poolgate.core.transactions import Transactions, begin_options
-from poolgate.core.wire_execute import DRIVER, WirePools
 from poolgate.faces.neon_http.protocol import (
     batch_options,
     json_object,
@@ -61,12 +59,6 @@ class SqlService:
         self._pools = pools
         self.cache = cache
         self.transactions = transactions or Transactions(settings, pools)
-        # the lean wire driver, a prototype measured against psycopg (issue 23)
-        self._wire: WirePools | AsyncpgPools | None = None
-        if DRIVER in ("wire", "wire-prepared"):
-            self._wire = WirePools(settings, prepare=DRIVER == "wire-prepared")
-        elif DRIVER == "asyncpg":  # issue 23 (b): measured, not kept
-            self._wire = AsyncpgPools(settings)
 
     def deadline(self) -> float:
         """The deadline of a request arriving now."""
@@ -197,8 +189,6 @@ class SqlService:
         """Run on a pooled connection within the request's deadline (from its arrival,
         the statement timeout plus a second): past it the answer is 504 and the
         connection is discarded."""
-        if self._wire is not None:
-            return await self._wire.run(request, read_only, deadline)
         reset = any(may_change_session(statement.query) for statement in request.statements)
         credentials = request.credentials
         async with self._pools.connection(credentials, client, reset, deadline) as connection:
