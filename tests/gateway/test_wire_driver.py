@@ -1,6 +1,5 @@
-"""The lean wire-protocol driver (`poolgate.core.wire`, the prototype of issue 23):
-every message it handles, against a real Postgres, and its parser over a byte stream
-split at every boundary."""
+"""The gateway's wire-protocol driver (`poolgate.core.wire`): every message it handles,
+against a real Postgres, and its parser over a byte stream split at every boundary."""
 
 from __future__ import annotations
 
@@ -192,6 +191,137 @@ async def test_a_statement_that_fails_to_parse_is_not_remembered(
         assert connection.prepared == {} and connection.idle
     finally:
         connection.close()
+
+
+async def _active_statements(postgres: EmbeddedPostgres, like: str) -> int:
+    def count() -> int:
+        with postgres.admin() as admin:
+            found = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+                (like,),
+            ).fetchone()
+        return int(found[0]) if found else 0
+
+    return await asyncio.to_thread(count)
+
+
+async def _until_no_active(postgres: EmbeddedPostgres, like: str) -> None:
+    async with asyncio.timeout(20):  # a statement that would run for 1,000 x 30 s
+        while await _active_statements(postgres, like):
+            await asyncio.sleep(0.05)
+
+
+async def test_a_refused_chunk_ends_the_run_at_once_and_the_statement_is_cancelled(
+    postgres: EmbeddedPostgres,
+) -> None:
+    """The response limit's case: the rest of the result is neither awaited nor read."""
+    connection = await _connect(postgres)
+    query = (
+        "SELECT CASE WHEN g > 200 THEN pg_sleep(30) END, repeat('x', 200) AS refused_chunk"
+        " FROM generate_series(1, 1200) g"
+    )
+
+    def refuse(fields: list[wire.Field], rows: list[wire.Row]) -> None:
+        raise ValueError("too large")
+
+    try:
+        async with asyncio.timeout(60):  # else it waits out 1,000 sleeps of 30 s
+            with pytest.raises(ValueError, match="too large"):
+                await connection.run(query, [], 10, refuse)
+        assert not connection.idle  # the caller must discard it
+        await _until_no_active(postgres, "%refused_chunk%")
+    finally:
+        connection.close()
+
+
+async def test_a_run_cancelled_by_its_caller_cancels_the_statement_on_the_server(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30) AS abandoned"))
+        async with asyncio.timeout(20):
+            while not await _active_statements(postgres, "%abandoned%"):
+                await asyncio.sleep(0.05)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert not connection.idle
+        await _until_no_active(postgres, "%abandoned%")
+    finally:
+        connection.close()
+
+
+async def test_a_connection_terminated_while_idle_is_known_broken_without_a_query(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        with postgres.admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (connection.process_id,))
+        async with asyncio.timeout(20):
+            while not connection.broken:
+                await asyncio.sleep(0.02)
+        assert not connection.idle
+    finally:
+        connection.close()
+
+
+async def test_a_statement_ended_by_a_fatal_error_reports_the_servers_reason(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30) AS terminated"))
+        async with asyncio.timeout(20):
+            while not await _active_statements(postgres, "%terminated%"):
+                await asyncio.sleep(0.05)
+        with postgres.admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (connection.process_id,))
+        with pytest.raises(wire.ServerError) as raised:
+            await running
+        assert raised.value.sqlstate == "57P01"
+        assert connection.broken
+    finally:
+        connection.close()
+
+
+async def test_a_parameter_that_is_not_text_sends_nothing_and_leaves_the_connection_idle(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        with pytest.raises(UnicodeEncodeError):
+            await _rows(connection, "SELECT $1::text", ["\ud800"])
+        assert connection.idle
+        _, rows = await _rows(connection, "SELECT 2")
+        assert rows == [["2"]]
+    finally:
+        connection.close()
+
+
+async def test_a_script_runs_every_statement_over_the_simple_protocol(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        await _rows(connection, "SET application_name = 'changed'")
+        result = await connection.run_script("RESET ALL; SELECT 1; SELECT 2")
+        assert result.tag == "SELECT 1" and connection.idle
+        _, rows = await _rows(connection, "SHOW application_name")
+        assert rows == [["wire-test"]]
+        await connection.run_script("")  # an empty script: EmptyQueryResponse
+        assert connection.idle
+    finally:
+        connection.close()
+
+
+async def test_ping_tells_a_running_server_from_a_port_nobody_listens_on(
+    postgres: EmbeddedPostgres, tmp_path: Any
+) -> None:
+    assert await wire.ping(wire.Target.of({"host": postgres.socket_dir})) == "ok"
+    nowhere = wire.Target.of({"host": str(tmp_path), "port": "5999"})
+    assert await wire.ping(nowhere) == "no_response"
 
 
 # --- the parser alone, over the byte stream split anywhere ---------------------------

@@ -482,16 +482,19 @@ class WireConnection(asyncio.Protocol):
         self.broken = True
 
     async def cancel(self) -> None:
-        """CancelRequest on a new connection to the same server (the key it gave)."""
+        """CancelRequest on a new connection to the same server (the key it gave); done
+        when the server hangs up, as it does once it has passed the request on (libpq's
+        PQcancel waits for the same)."""
         packet = _INT32.pack(16) + _INT32.pack(_CANCEL_CODE) + _INT32.pack(self.process_id)
         packet += self.secret_key
         if isinstance(self.address, str):
-            _, writer = await asyncio.open_unix_connection(self.address)
+            reader, writer = await asyncio.open_unix_connection(self.address)
         else:
-            _, writer = await asyncio.open_connection(self.address[0], int(self.address[1]))
+            reader, writer = await asyncio.open_connection(self.address[0], int(self.address[1]))
         try:
             writer.write(packet)
             await writer.drain()
+            await reader.read()  # the server sends nothing: EOF is its answer
         finally:
             writer.close()
 
