@@ -324,6 +324,200 @@ async def test_ping_tells_a_running_server_from_a_port_nobody_listens_on(
     assert await wire.ping(nowhere) == "no_response"
 
 
+# --- relay mode: the byte stream as it is ------------------------------------------
+
+
+class _Relayed:
+    """What a relay handed over: the server's bytes, and how the connection ended."""
+
+    def __init__(self) -> None:
+        self.stream = bytearray()
+        self.lost: list[Exception | None] = []
+        self.arrived = asyncio.Event()
+
+    def data(self, data: bytes) -> None:
+        self.stream += data
+        self.arrived.set()
+
+    def ended(self, exc: Exception | None) -> None:
+        self.lost.append(exc)
+        self.arrived.set()
+
+    def kinds(self) -> list[bytes]:
+        found, position = [], 0
+        while len(self.stream) - position >= 5:
+            kind, length = struct.unpack_from("!ci", self.stream, position)
+            if len(self.stream) - position < 1 + length:
+                break
+            found.append(kind)
+            position += 1 + length
+        return found
+
+    async def until(self, condition: Any) -> None:
+        while not condition():
+            assert not self.lost, f"the connection ended: {self.lost}"
+            self.arrived.clear()
+            await self.arrived.wait()
+
+
+def _query(sql: str) -> bytes:
+    return _message(b"Q", sql.encode() + b"\x00")
+
+
+async def _until(condition: Any, what: str) -> None:
+    """Waits for an effect; the bound only makes a broken build fail instead of hang."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while not condition():
+        assert loop.time() < deadline, f"never: {what}"
+        await asyncio.sleep(0.05)
+
+
+def _wait_event(postgres: EmbeddedPostgres, pid: int) -> object:
+    with postgres.admin(APP_DATABASE) as conn:
+        row = conn.execute(
+            "SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+    return row[0] if row else None
+
+
+async def test_a_relay_passes_the_servers_bytes_as_they_are_then_statements_run_again(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        relayed = _Relayed()
+        connection.start_relay(relayed.data, relayed.ended)
+        assert not connection.idle
+        connection.write(_query("SELECT 41 + 1 AS n; SET application_name = 'relayed'"))
+        await connection.drain()
+        await relayed.until(lambda: b"Z" in relayed.kinds())
+        assert relayed.kinds() == [b"T", b"D", b"C", b"C", b"S", b"Z"]
+        assert b"\x00\x00\x00\x0242" in relayed.stream and relayed.stream.endswith(b"Z\0\0\0\x05I")
+        # what the server reported meanwhile was not parsed: the relay's caller follows it
+        assert connection.parameters["application_name"] == "wire-test"
+        connection.end_relay(idle=True)
+        assert connection.idle
+        _, rows = await _rows(connection, "SELECT current_setting('application_name')")
+        assert rows == [["relayed"]] and relayed.lost == []
+    finally:
+        connection.close()
+
+
+async def test_a_relay_ended_with_an_answer_owed_leaves_the_connection_not_idle(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        relayed = _Relayed()
+        connection.start_relay(relayed.data, relayed.ended)
+        connection.write(_query("SELECT pg_sleep(0.1)"))
+        connection.end_relay(idle=False)
+        assert not connection.idle and not connection.broken
+    finally:
+        connection.close()
+
+
+async def test_a_paused_relay_stops_reading_so_the_server_blocks_not_the_clients_memory(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        relayed = _Relayed()
+        connection.start_relay(relayed.data, relayed.ended)
+        connection.pause_reading()
+        # about 100 MB of rows, none of them read for now
+        connection.write(_query("SELECT repeat('x', 1048576) FROM generate_series(1, 100)"))
+        await _until(
+            lambda: _wait_event(postgres, connection.process_id) == "ClientWrite",
+            "Postgres blocked writing to the paused connection",
+        )
+        assert len(relayed.stream) < 1024 * 1024
+        connection.resume_reading()
+        await relayed.until(lambda: b"Z" in relayed.kinds())
+        assert relayed.kinds().count(b"D") == 100
+        connection.end_relay(idle=True)
+        _, rows = await _rows(connection, "SELECT 1")
+        assert rows == [["1"]]
+    finally:
+        connection.close()
+
+
+async def test_a_server_that_does_not_read_makes_drain_wait_until_it_does(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    try:
+        relayed = _Relayed()
+        connection.start_relay(relayed.data, relayed.ended)
+        connection.pause_reading()
+        connection.write(_query("SELECT repeat('x', 1048576) FROM generate_series(1, 20)"))
+        await _until(
+            lambda: _wait_event(postgres, connection.process_id) == "ClientWrite",
+            "Postgres blocked writing, so it reads nothing more",
+        )
+        # one long statement in pieces: written until the transport says it is full
+        body = b"SELECT 1 -- " + b"x" * (16 * 1024 * 1024) + b"\x00"
+        message = b"Q" + struct.pack("!i", len(body) + 4) + body
+        written, piece = 0, 64 * 1024
+        while written < len(message):
+            connection.write(message[written : written + piece])
+            written += piece
+            if not connection._can_write.is_set():
+                break
+        assert written < len(message), "the transport never said it was full"
+        draining = asyncio.ensure_future(connection.drain())
+        await asyncio.sleep(0.2)
+        assert not draining.done()
+        connection.resume_reading()  # the server finishes its answer, then reads ours
+        await draining
+        while written < len(message):
+            connection.write(message[written : written + piece])
+            written += piece
+            await connection.drain()
+        await relayed.until(lambda: relayed.kinds().count(b"Z") == 2)
+        connection.end_relay(idle=True)
+        _, rows = await _rows(connection, "SELECT 2")
+        assert rows == [["2"]]
+    finally:
+        connection.close()
+
+
+async def test_the_connections_end_during_a_relay_reaches_on_lost_and_is_never_idle(
+    postgres: EmbeddedPostgres,
+) -> None:
+    connection = await _connect(postgres)
+    relayed = _Relayed()
+    connection.start_relay(relayed.data, relayed.ended)
+    with postgres.admin(APP_DATABASE) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (connection.process_id,))
+    await _until(lambda: bool(relayed.lost), "the relay heard of the connection's end")
+    assert connection.broken and b"E" in relayed.kinds()  # 57P01, passed on as it came
+    with pytest.raises(wire.WireError):
+        connection.write(_query("SELECT 1"))
+    with pytest.raises(wire.WireError):
+        await connection.drain()
+    connection.end_relay(idle=True)
+    assert not connection.idle
+
+
+def test_bytes_already_buffered_go_to_the_relay_first() -> None:
+    async def run() -> tuple[bytes, list[Exception | None]]:
+        connection = wire.WireConnection()
+        connection.connection_made(_Transport())  # type: ignore[arg-type]
+        connection._starting = False
+        notice = _message(b"N", b"SNOTICE\x00Mhi\x00\x00")
+        connection.data_received(notice[:7])  # half a message: held by the parser
+        relayed = _Relayed()
+        connection.start_relay(relayed.data, relayed.ended)
+        connection.data_received(notice[7:])
+        connection.connection_lost(None)
+        return bytes(relayed.stream), relayed.lost
+
+    stream, lost = asyncio.run(run())
+    assert stream == _message(b"N", b"SNOTICE\x00Mhi\x00\x00") and lost == [None]
+
+
 # --- the parser alone, over the byte stream split anywhere ---------------------------
 
 

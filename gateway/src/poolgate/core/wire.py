@@ -232,6 +232,12 @@ class WireConnection(asyncio.Protocol):
         self._ssl_answer: asyncio.Future[bytes] | None = None
         self._generation = 0
         self._serial = 0
+        # relay mode (start_relay .. end_relay)
+        self._relay_data: Callable[[bytes], None] | None = None
+        self._relay_lost: Callable[[Exception | None], None] | None = None
+        self._reading_paused = False
+        self._can_write = asyncio.Event()
+        self._can_write.set()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -244,8 +250,12 @@ class WireConnection(asyncio.Protocol):
             self._wake()
         else:
             self._wake(WireError(f"the server closed the connection: {exc!r}"))
+        self._relay_ended(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._relay_data is not None:
+            self._relay_data(data)
+            return
         if self._ssl_answer is not None:  # the one byte that answers an SSLRequest
             answer, self._ssl_answer = self._ssl_answer, None
             if not answer.done():
@@ -497,6 +507,77 @@ class WireConnection(asyncio.Protocol):
             await reader.read()  # the server sends nothing: EOF is its answer
         finally:
             writer.close()
+
+    # --- relay mode: the byte stream as it is, for a face that speaks the protocol itself
+    # (the WebSocket sessions). Nothing is parsed between start_relay and end_relay, so
+    # what the server reports meanwhile (`parameters`, the transaction status) is the
+    # caller's to follow; the pool's reset after it brings `parameters` up to date again.
+
+    def start_relay(
+        self, on_data: Callable[[bytes], None], on_lost: Callable[[Exception | None], None]
+    ) -> None:
+        """From now on every byte from the server goes to `on_data` as it arrives (first
+        any already here and not yet parsed), and the connection's end to `on_lost` (at
+        once if it has ended). Only between statements; the connection is not `idle`
+        until `end_relay` says so."""
+        if self._relay_data is not None or self._running:
+            raise WireError("a statement or a relay is running on this connection")
+        self.idle = False
+        self._relay_data, self._relay_lost = on_data, on_lost
+        if self._buffer:
+            pending = bytes(self._buffer)
+            self._buffer.clear()
+            on_data(pending)
+        if self.broken:
+            self._relay_ended(None)
+
+    def write(self, data: bytes) -> None:
+        """Bytes to the server as they are; `drain` waits while it does not read them."""
+        if self.broken or self._transport is None or self._transport.is_closing():
+            raise WireError("the connection is closed")
+        self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark again;
+        `WireError` if the connection ends meanwhile."""
+        await self._can_write.wait()
+        if self.broken:
+            raise WireError("the server closed the connection")
+
+    def pause_reading(self) -> None:
+        """Stop reading from the server (its bytes wait in the kernel, then it blocks)."""
+        if not self._reading_paused and self._transport is not None:
+            if not self._transport.is_closing():
+                self._transport.pause_reading()
+            self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    def end_relay(self, idle: bool) -> None:
+        """Back to statements. `idle`: the caller followed the stream to its end and the
+        server is between messages, owes no answer and its last ReadyForQuery said 'I';
+        anything else (False) leaves the connection for the caller to discard."""
+        self._relay_data = self._relay_lost = None
+        self.resume_reading()
+        self.idle = idle and not self.broken
+        self.transaction_status = b"I" if self.idle else b""
+
+    # asyncio.Protocol's flow control, for `drain`
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def _relay_ended(self, exc: Exception | None) -> None:
+        self._can_write.set()  # a waiting `drain` finds the connection broken
+        on_lost, self._relay_lost = self._relay_lost, None
+        if on_lost is not None:
+            on_lost(exc)
 
 
 _CANCELS: set[asyncio.Task[None]] = set()
