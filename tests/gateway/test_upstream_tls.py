@@ -1,24 +1,30 @@
 """TLS from the gateway to Postgres: `--upstream ...?sslmode=verify-full&sslrootcert=...`
 against a Postgres (Debian's 15, started here) that runs with `ssl = on` and accepts
-only TLS connections over TCP."""
+only TLS connections over TCP: `/sql`, the wire driver, and WebSocket sessions (whose
+bytes are relayed through the TLS connection)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import ssl
+import struct
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import trustme
 from poolgate.config import parse_upstream
 from poolgate.core import wire
 
+from devstack import node_toolchain
 from tests.support.services import GatewayFactory, free_port
 from tests.support.sql import post_sql
 
@@ -154,3 +160,56 @@ async def test_the_wire_driver_prototype_refuses_a_certificate_from_another_ca(
 ) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
         await _wire_ssl_row(tls_postgres, tls_postgres.other_ca_file)
+
+
+async def test_a_relay_over_tls_passes_the_servers_bytes_as_they_are(
+    tls_postgres: TlsPostgres,
+) -> None:
+    target = wire.Target.of(parse_upstream(tls_postgres.upstream(tls_postgres.ca_file)))
+    connection = await wire.connect(target, ROLE, "postgres", PASSWORD, {})
+    try:
+        stream = bytearray()
+        arrived = asyncio.Event()
+
+        def take(data: bytes) -> None:
+            stream.extend(data)
+            arrived.set()
+
+        connection.start_relay(take, lambda _: arrived.set())
+        query = b"SELECT repeat('x', 1000000)\0"
+        connection.write(b"Q" + struct.pack("!i", len(query) + 4) + query)
+        while not stream.endswith(b"Z\0\0\0\x05I"):
+            assert not connection.broken
+            arrived.clear()
+            await arrived.wait()
+        assert stream.count(b"x" * 1000) >= 1000
+        connection.end_relay(idle=True)
+        rows: list[list[str | None]] = []
+        await connection.run(SSL_IN_USE["query"], [], 10, lambda _, chunk: rows.extend(chunk))
+        assert rows[0][0] == "t"
+    finally:
+        connection.close()
+
+
+def test_neons_pool_runs_websocket_sessions_through_a_tls_upstream(
+    gateways: GatewayFactory, tls_postgres: TlsPostgres
+) -> None:
+    gateway = gateways(
+        "--workers", "1", "--pool-size", "2", upstream=tls_postgres.upstream(tls_postgres.ca_file)
+    )
+    address = urlsplit(gateway.url)
+    config = {"host": address.hostname, "port": address.port, "connectionString": CONNECTION}
+    result = subprocess.run(
+        [node_toolchain.node(), "pool_session.mjs", json.dumps(config)],
+        cwd=Path(__file__).parent / "neon_client",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    output = json.loads(result.stdout)
+    assert output["ssl"]["ssl"] is True and output["ssl"]["version"].startswith("TLSv1.")
+    assert output["concurrent"] == [10, 20, 30, 40, 50]
+    assert output["inTransaction"] == {"count": 5000, "total": 12502500}
+    assert output["bigAnswer"] == 1000000
+    assert output["failure"] == "22012" and output["afterFailure"] == [{"two": 2}]

@@ -28,9 +28,7 @@ The contract:
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -38,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiohttp
-import psycopg
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -47,9 +44,10 @@ from poolgate.config import Settings
 from poolgate.core.errors import AuthenticationFailed, TooManyLogins, Unavailable
 from poolgate.core.pool import ConnectionPool, PoolRegistry
 from poolgate.core.requests import Credentials
+from poolgate.core.wire import Field, Row, ServerError, WireConnection, WireError
 from poolgate.faces.neon_ws import wire
+from poolgate.faces.neon_ws.relay import ServerBytes
 
-Connection = psycopg.AsyncConnection[tuple[object, ...]]
 T = TypeVar("T")
 
 # Parameters Postgres reports to a client at start-up (GUC_REPORT), relayed as they are
@@ -73,7 +71,6 @@ REPORTED_PARAMETERS = (
 )
 # start-up parameters that name the session rather than set it
 _NOT_SETTINGS = frozenset({"user", "database", "options"})
-READ_SIZE = 64 * 1024
 
 
 class SessionEnded(Exception):
@@ -102,7 +99,7 @@ class Session:
     ws: web.WebSocketResponse
     client: str
     key: tuple[int, int]
-    connection: Connection | None = None
+    connection: WireConnection | None = None
     owed: int = 0  # ReadyForQuery messages the server still owes the client
     status: int = ord("I")
     outcome: str = "ok"
@@ -197,7 +194,7 @@ class Sessions:
         # matched on both. A cancel sent after the session ended may reach a later user of
         # the same connection, who is always the same role.
         del self._open[session.key]
-        session.key = (connection.pgconn.backend_pid, session.key[1])
+        session.key = (connection.process_id, session.key[1])
         self._open[session.key] = session
         reusable = False
         try:
@@ -274,7 +271,7 @@ class Sessions:
 
     async def _acquire(
         self, pool: ConnectionPool, credentials: Credentials, client: str
-    ) -> Connection:
+    ) -> WireConnection:
         if self._closing:
             raise SessionEnded("57P03", "the gateway is shutting down")
         try:
@@ -290,22 +287,21 @@ class Sessions:
         except Unavailable as unavailable:
             raise SessionEnded("53300", unavailable.message) from None
 
-    async def _apply(self, connection: Connection, startup: wire.Startup) -> None:
+    async def _apply(self, connection: WireConnection, startup: wire.Startup) -> None:
         """The client's start-up settings (`application_name`, `-c name=value` in
-        `options`, ...) on the pooled session, which is reset after it anyway."""
-        if connection.pgconn.ssl_in_use:
-            raise SessionEnded(
-                "0A000",
-                "WebSocket sessions need a connection to Postgres without TLS"
-                " (the gateway copies its bytes); use /sql, or --upstream on a private network",
-            )
+        `options`, ...) on the pooled session, which is reset after it anyway. The
+        server reports a changed GUC_REPORT parameter before each answer ends, so
+        `connection.parameters` is current for the greeting afterwards."""
         settings = {k: v for k, v in startup.parameters.items() if k not in _NOT_SETTINGS}
         settings |= _options(startup.parameters.get("options", ""))
         try:
             for name, value in settings.items():
-                await connection.execute("SELECT set_config(%s, %s, false)", (name, value))
-        except psycopg.Error as error:
+                await connection.run("SELECT set_config($1, $2, false)", [name, value], 1, _no_rows)
+        except ServerError as error:
             raise SessionEnded(error.sqlstate or "22023", str(error).strip()) from None
+        except WireError:
+            session_lost = "the connection to the database was lost"
+            raise SessionEnded("08006", session_lost) from None
 
     async def _cancel(self, body: bytes) -> None:
         if len(body) != 8:
@@ -313,18 +309,18 @@ class Sessions:
         key = (int.from_bytes(body[:4], "big"), int.from_bytes(body[4:], "big"))
         target = self._open.get(key)
         if target is not None and target.connection is not None:
-            with suppress(psycopg.Error):
-                await target.connection.cancel_safe(timeout=self._settings.connect_timeout)
+            with suppress(OSError, TimeoutError):
+                async with asyncio.timeout(self._settings.connect_timeout):
+                    await target.connection.cancel()
 
-    async def _relay(self, session: Session, connection: Connection, pending: bytes) -> bool:
-        """Copy bytes until either side ends; True if the connection may be reused."""
-        loop = asyncio.get_running_loop()
-        upstream = socket.socket(fileno=os.dup(connection.pgconn.socket))
-        upstream.setblocking(False)
+    async def _relay(self, session: Session, connection: WireConnection, pending: bytes) -> bool:
+        """Copy bytes until either side ends; True if the connection may be reused (and
+        then it is back in message mode, idle)."""
         to_server = wire.MessageSplitter(
             limit=self._settings.max_request_bytes, stop_at=wire.TERMINATE
         )
         to_client = wire.MessageSplitter()
+        from_server = ServerBytes(connection)
 
         async def client_to_server(first: bytes) -> None:
             data: bytes | None = first
@@ -337,17 +333,14 @@ class Sessions:
                         if kind in (wire.QUERY, wire.SYNC, wire.FUNCTION_CALL)
                     )
                     if forward:
-                        await loop.sock_sendall(upstream, forward)
+                        connection.write(forward)
+                        await connection.drain()  # a server that does not read stops us
                     if to_server.stopped:  # Terminate: the session ends, the connection stays
                         return
                 data = await self._next_client_bytes(session)
 
         async def server_to_client() -> None:
-            while True:
-                data = await loop.sock_recv(upstream, READ_SIZE)
-                if not data:
-                    session.outcome = "server_gone"
-                    return
+            while (data := await from_server.take()) is not None:
                 forward, events = to_client.feed(data)
                 for kind, status in events:
                     if kind == wire.READY_FOR_QUERY and status is not None:
@@ -356,32 +349,36 @@ class Sessions:
                 if forward:
                     self.stats.bytes_to_clients += len(forward)
                     await session.ws.send_bytes(forward)
+            session.outcome = "server_gone"
 
+        reusable = False
         sending = asyncio.create_task(client_to_server(pending))
         receiving = asyncio.create_task(server_to_client())
         try:
             done, _ = await asyncio.wait((sending, receiving), return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # a protocol violation or a broken socket ends the session here
+            # reusable when the server is idle between messages with every answer
+            # delivered, whether the client said Terminate or just closed its socket
+            reusable = (
+                receiving not in done
+                and session.owed == 0
+                and session.status == ord("I")
+                and to_server.between_messages
+                and to_client.between_messages
+            )
+        except WireError:
+            session.outcome = "server_gone"
         except (_ClientGone, ConnectionError, OSError, aiohttp.ClientError):
             session.outcome = session.outcome if session.outcome != "ok" else "client_gone"
-            return False
         finally:
             for task in (sending, receiving):
                 task.cancel()
             for task in (sending, receiving):
                 with suppress(BaseException):
                     await task
-            upstream.close()  # the duplicate only: the pool's connection keeps its socket
-        # reusable when the server is idle between messages with every answer delivered,
-        # whether the client said Terminate or just closed its socket
-        return (
-            receiving not in done
-            and session.owed == 0
-            and session.status == ord("I")
-            and to_server.between_messages
-            and to_client.between_messages
-        )
+            connection.end_relay(idle=reusable)
+        return reusable
 
     async def _next_client_bytes(self, session: Session) -> bytes | None:
         """The next binary frame's bytes; None when the client has closed. Idle past
@@ -426,12 +423,16 @@ def _options(options: str) -> dict[str, str]:
     return found
 
 
-def _greeting(connection: Connection, key: tuple[int, int]) -> bytes:
+def _no_rows(fields: list[Field], rows: list[Row]) -> None:
+    pass
+
+
+def _greeting(connection: WireConnection, key: tuple[int, int]) -> bytes:
     parts = [wire.authentication_ok()]
     for name in REPORTED_PARAMETERS:
-        value = connection.pgconn.parameter_status(name.encode())
+        value = connection.parameters.get(name)
         if value is not None:
-            parts.append(wire.parameter_status(name, value.decode()))
+            parts.append(wire.parameter_status(name, value))
     parts.append(wire.backend_key_data(*key))
     parts.append(wire.ready_for_query(b"I"))
     return b"".join(parts)
