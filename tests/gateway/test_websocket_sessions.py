@@ -90,6 +90,37 @@ async def test_a_clean_session_gives_its_connection_back_reset(
     assert b"nowhere" not in b"".join(body for _, body in shown.messages)
 
 
+async def test_the_greeting_reports_the_clients_start_up_settings_then_they_are_reset(
+    one_connection: Gateway, sessions: list[WebSocketPostgres]
+) -> None:
+    settings = {"application_name": "greeted", "options": "-c TimeZone=Asia/Tokyo"}
+    first = WebSocketPostgres(
+        ws_url(one_connection), APP_USER, APP_PASSWORD, APP_DATABASE, settings
+    )
+    sessions.append(first)
+    greeting = await first.connect()
+    reported = greeting.parameter_status()
+    assert reported["application_name"] == "greeted" and reported["TimeZone"] == "Asia/Tokyo"
+    assert reported["server_encoding"] == "UTF8" and "server_version" in reported
+    await first.close()
+    second = await open_session(sessions, one_connection)  # the same pooled connection
+    shown = await second.query("SHOW TimeZone")
+    assert b"Asia/Tokyo" not in b"".join(body for _, body in shown.messages)
+
+
+async def test_a_start_up_setting_postgres_refuses_ends_the_session_with_its_error(
+    one_connection: Gateway, sessions: list[WebSocketPostgres]
+) -> None:
+    refused = WebSocketPostgres(
+        ws_url(one_connection), APP_USER, APP_PASSWORD, APP_DATABASE, {"options": "-c nosuch=1"}
+    )
+    sessions.append(refused)
+    ended = await refused.connect()
+    assert [error["C"] for error in ended.errors()] == ["42704"] and ended.closed
+    after = await open_session(sessions, one_connection)  # its connection was given back
+    assert (await after.query("SELECT 1")).status() == b"I"
+
+
 async def test_a_session_dropped_mid_transaction_is_rolled_back_not_reused_dirty(
     one_connection: Gateway, postgres: EmbeddedPostgres, sessions: list[WebSocketPostgres]
 ) -> None:

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 import aiohttp
 
 
-def startup_message(user: str, database: str) -> bytes:
+def startup_message(user: str, database: str, parameters: dict[str, str] | None = None) -> bytes:
+    pairs = {"user": user, "database": database, **(parameters or {})}
     body = struct.pack("!I", 196608)
-    body += b"user\0" + user.encode() + b"\0database\0" + database.encode() + b"\0\0"
+    body += b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in pairs.items()) + b"\0"
     return struct.pack("!I", len(body) + 4) + body
 
 
@@ -53,6 +54,14 @@ class Reply:
         last = [body for kind, body in self.messages if kind == b"Z"]
         return last[-1] if last else None
 
+    def parameter_status(self) -> dict[str, str]:
+        found = {}
+        for kind, body in self.messages:
+            if kind == b"S":
+                name, value, _ = body.split(b"\0")
+                found[name.decode()] = value.decode()
+        return found
+
     def data_rows(self) -> int:
         return sum(1 for kind, _ in self.messages if kind == b"D")
 
@@ -60,8 +69,16 @@ class Reply:
 class WebSocketPostgres:
     """One session: `await connect()`, `await query(sql)`, `await close()`."""
 
-    def __init__(self, url: str, user: str, password: str, database: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        user: str,
+        password: str,
+        database: str,
+        parameters: dict[str, str] | None = None,
+    ) -> None:
         self.url, self.user, self.password, self.database = url, user, password, database
+        self.parameters = parameters
         self.http = aiohttp.ClientSession()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self._buffer = bytearray()
@@ -74,7 +91,8 @@ class WebSocketPostgres:
         """Start-up and password at once (as the driver pipelines them)."""
         ws = await self.open()
         await ws.send_bytes(
-            startup_message(self.user, self.database) + password_message(self.password)
+            startup_message(self.user, self.database, self.parameters)
+            + password_message(self.password)
         )
         return await self.read_reply()
 

@@ -13,7 +13,8 @@ The contract:
 - The session holds one server connection of the (user, database) pool for its life,
   counted against --pool-size and --max-connections like any `/sql` request; a full pool
   makes it wait up to --acquire-timeout, then a 53300 ErrorResponse.
-- Afterwards bytes are copied both ways. The session reads only message boundaries: the
+- Afterwards bytes are copied both ways, through the connection's relay mode (its own
+  transport, so TLS to Postgres too). The session reads only message boundaries: the
   client's Query/Sync/FunctionCall (each owes one ReadyForQuery), its Terminate (never
   passed on: the server connection stays open for the pool) and the server's
   ReadyForQuery status. A client message longer than --max-request-bytes ends the session
