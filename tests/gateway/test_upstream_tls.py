@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 import trustme
 from poolgate.config import parse_upstream
 from poolgate.core import wire
 
 from devstack import node_toolchain
+from tests.support.pg_websocket import WebSocketPostgres, query_message
 from tests.support.services import GatewayFactory, free_port
 from tests.support.sql import post_sql
 
@@ -37,6 +39,17 @@ class TlsPostgres:
     port: int
     ca_file: Path
     other_ca_file: Path
+    sockets: Path
+
+    def wait_events(self, role: str) -> list[str]:
+        """What the role's active backends wait on (pg_stat_activity), asked as postgres."""
+        listed = as_postgres(
+            str(BIN / "psql"),
+            *("-h", str(self.sockets), "-p", str(self.port), "-U", "postgres", "-d", "postgres"),
+            "-At",
+            *("-c", f"SELECT wait_event FROM pg_stat_activity WHERE usename = '{role}'"),
+        )
+        return listed.stdout.split()
 
     def upstream(self, ca_file: Path) -> str:
         return f"postgresql://localhost:{self.port}?sslmode=verify-full&sslrootcert={ca_file}"
@@ -106,7 +119,7 @@ def tls_postgres() -> Iterator[TlsPostgres]:
             *("-h", str(sockets), "-p", str(port), "-U", "postgres", "-d", "postgres"),
             *("-c", f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'"),
         )
-        yield TlsPostgres(port, folder / "ca.pem", folder / "other-ca.pem")
+        yield TlsPostgres(port, folder / "ca.pem", folder / "other-ca.pem", sockets)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -213,3 +226,31 @@ def test_neons_pool_runs_websocket_sessions_through_a_tls_upstream(
     assert output["inTransaction"] == {"count": 5000, "total": 12502500}
     assert output["bigAnswer"] == 1000000
     assert output["failure"] == "22012" and output["afterFailure"] == [{"two": 2}]
+
+
+async def test_a_session_client_that_does_not_read_stops_a_tls_upstream_not_the_gateways_memory(
+    gateways: GatewayFactory, tls_postgres: TlsPostgres
+) -> None:
+    gateway = gateways("--workers", "1", upstream=tls_postgres.upstream(tls_postgres.ca_file))
+    process = psutil.Process(gateway.process.pid)
+    worker = (process.children() or [process])[0]  # one worker: no supervisor
+    url = gateway.url.replace("http", "ws", 1) + "/v2"
+    session = WebSocketPostgres(url, ROLE, PASSWORD, "postgres")
+    try:
+        assert (await session.connect()).status() == b"I"
+        before = worker.memory_info().rss
+        # about 100 MB of rows, and the client reads none of it for now
+        await session.send(
+            query_message("SELECT repeat('x', 1048576) FROM generate_series(1, 100)")
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60  # only so a broken build fails instead of hanging
+        while "ClientWrite" not in tls_postgres.wait_events(ROLE):
+            assert loop.time() < deadline, "Postgres never blocked writing to the gateway"
+            await asyncio.sleep(0.1)
+        grown = worker.memory_info().rss - before
+        assert grown < 40 * 1024 * 1024, f"the gateway buffered {grown / 2**20:.0f} MiB"
+        result = await session.read_reply()
+        assert result.data_rows() == 100 and result.status() == b"I"
+    finally:
+        await session.close()
