@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -197,18 +198,36 @@ async def _active_statements(postgres: EmbeddedPostgres, like: str) -> int:
     def count() -> int:
         with postgres.admin() as admin:
             found = admin.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+                "SELECT count(*)::int FROM pg_stat_activity"
+                " WHERE state = 'active' AND query LIKE %s",
                 (like,),
             ).fetchone()
-        return int(found[0]) if found else 0
+        return int(str(found[0])) if found else 0
 
     return await asyncio.to_thread(count)
 
 
-async def _until_no_active(postgres: EmbeddedPostgres, like: str) -> None:
-    async with asyncio.timeout(20):  # a statement that would run for 1,000 x 30 s
-        while await _active_statements(postgres, like):
+async def _until_checked(check: Callable[[], Awaitable[bool]]) -> None:
+    """Bounded for events that take well under a second; past it, the test fails."""
+    async with asyncio.timeout(20):
+        while True:
+            if await check():
+                return
             await asyncio.sleep(0.05)
+
+
+async def _until_no_active(postgres: EmbeddedPostgres, like: str) -> None:
+    async def none_active() -> bool:  # else a statement that would run 1,000 x 30 s
+        return not await _active_statements(postgres, like)
+
+    await _until_checked(none_active)
+
+
+async def _until_active(postgres: EmbeddedPostgres, like: str) -> None:
+    async def active() -> bool:
+        return bool(await _active_statements(postgres, like))
+
+    await _until_checked(active)
 
 
 async def test_a_refused_chunk_ends_the_run_at_once_and_the_statement_is_cancelled(
@@ -240,9 +259,7 @@ async def test_a_run_cancelled_by_its_caller_cancels_the_statement_on_the_server
     connection = await _connect(postgres)
     try:
         running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30) AS abandoned"))
-        async with asyncio.timeout(20):
-            while not await _active_statements(postgres, "%abandoned%"):
-                await asyncio.sleep(0.05)
+        await _until_active(postgres, "%abandoned%")
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
@@ -259,9 +276,11 @@ async def test_a_connection_terminated_while_idle_is_known_broken_without_a_quer
     try:
         with postgres.admin() as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (connection.process_id,))
-        async with asyncio.timeout(20):
-            while not connection.broken:
-                await asyncio.sleep(0.02)
+
+        async def broken() -> bool:
+            return connection.broken
+
+        await _until_checked(broken)
         assert not connection.idle
     finally:
         connection.close()
@@ -273,9 +292,7 @@ async def test_a_statement_ended_by_a_fatal_error_reports_the_servers_reason(
     connection = await _connect(postgres)
     try:
         running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30) AS terminated"))
-        async with asyncio.timeout(20):
-            while not await _active_statements(postgres, "%terminated%"):
-                await asyncio.sleep(0.05)
+        await _until_active(postgres, "%terminated%")
         with postgres.admin() as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (connection.process_id,))
         with pytest.raises(wire.ServerError) as raised:
