@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from devstack.postgres import EmbeddedPostgres
-from tests.support.services import Gateway
+from tests.support.services import Gateway, make_app_url
 from tests.support.sql import post_sql
 
 # (SQL expression, type OID, raw text cell, JSON-mode cell)
@@ -172,3 +172,25 @@ def test_null_is_json_null_in_both_modes_for_every_type(
         answer = post_sql(gateway.url, app_url, body, raw=raw, array_mode=True).json()
         assert answer["rows"][0][0] is None
         assert answer["rows"][0][1] == ("{NULL}" if raw else [None])
+
+
+def test_bytes_that_are_not_utf8_in_a_sql_ascii_database_are_refused_by_postgres_as_22021(
+    gateway: Gateway, postgres: EmbeddedPostgres
+) -> None:
+    """SQL_ASCII stores bytes unconverted; the gateway asks for UTF8, so Postgres checks
+    what it sends and refuses such a value itself: a clear 400, and the pool goes on."""
+    with postgres.admin() as admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = 'bytes_db'").fetchone():
+            admin.execute(
+                "CREATE DATABASE bytes_db ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'"
+                " TEMPLATE template0 OWNER app"
+            )
+    url = make_app_url(database="bytes_db")
+    latin1 = "SELECT convert_from('\\x636166e9'::bytea, 'SQL_ASCII') AS latin1"
+    response = post_sql(gateway.url, url, {"query": latin1})
+    assert response.status_code == 400
+    assert response.json()["code"] == "22021"
+    assert "0xe9" in response.json()["message"]
+    assert post_sql(gateway.url, url, {"query": "SELECT 'plain' AS ascii"}).json()["rows"] == [
+        {"ascii": "plain"}
+    ]

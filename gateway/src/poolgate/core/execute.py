@@ -31,8 +31,10 @@ ROWS_PER_CHUNK = 1000
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 # What the driver raises for a statement, and nothing else (a refused chunk raises the
-# gateway's own error, a deadline TimeoutError).
-DRIVER_ERRORS = (wire.ServerError, wire.WireError, OSError, UnicodeEncodeError)
+# gateway's own error, a deadline TimeoutError). UnicodeError: a parameter that is not
+# text; or text from the server that is not UTF-8, which the server never sends when
+# client_encoding is UTF8 (it refuses with 22021 itself, SQL_ASCII databases included).
+DRIVER_ERRORS = (wire.ServerError, wire.WireError, OSError, UnicodeError)
 
 
 @dataclass(slots=True)
