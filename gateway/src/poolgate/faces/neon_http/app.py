@@ -581,15 +581,16 @@ class HitLane:
     on the full path. Anything but a fresh hit (stale, missing, a transaction, an
     invalidation) goes the full way. In-process stores only (a Redis round trip would be
     paid twice on the way back to the full path). At most `size` requests are known
-    (about 300 bytes each: 2.5 MiB at the default, beside the cache's own 64 MiB bound),
-    the oldest learnt forgotten first."""
+    (about 300 bytes each: 5 MiB at the default, beside the cache's own 64 MiB bound),
+    the oldest learnt forgotten first: a working set larger than that pays a second
+    parse per request that it learns again."""
 
     def __init__(
         self,
         pools: PoolRegistry,
         cache: QueryCache,
         bearer_is_password: bool,
-        size: int = 8192,
+        size: int = 16384,
     ) -> None:
         self._pools = pools
         self._cache = cache
