@@ -246,8 +246,8 @@ async def measure(upstream: str, rounds: int) -> list[tuple[str, float]]:
             flusher.flush()
 
         row("  its write (RequestLog.flush of one line to a null stream)", timed(rounds, flush_one))
-        hits = gateway.hits
-        if hits is not None:  # the hit lane (app.HitLane): what it does instead of the parse
+        hits = gateway.service.hits
+        if hits is not None:  # the hit lane (hit_lane.HitLane): what it does instead of the parse
             row(
                 "hit lane: digest of the request (HitLane.digest)",
                 timed(rounds, lambda: hits.digest(sent, BODY)),
@@ -266,7 +266,7 @@ async def measure(upstream: str, rounds: int) -> list[tuple[str, float]]:
         )
         answered = await gateway.handle(again(request, loop))
         assert answered.headers["Poolgate-Cache-Status"] == "ttl", answered.headers
-        gateway.hits = None
+        gateway.service.hits = None
         answered = await gateway.handle(again(request, loop))
         assert answered.headers["Poolgate-Cache-Status"] == "ttl", answered.headers
         row(

@@ -1,4 +1,4 @@
-"""The hit lane (app.HitLane): a known request's fresh hit, answered without a new parse,
+"""The hit lane (hit_lane.HitLane): a known request's fresh hit, answered without a new parse,
 is the answer the full path gives, and its password is checked as on the full path."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from poolgate.faces.neon_http.app import _password_at
+from poolgate.faces.neon_http.hit_lane import _password_at
 from psycopg import sql
 
 from devstack.postgres import EmbeddedPostgres
@@ -46,11 +46,11 @@ async def test_a_known_requests_hit_is_the_answer_the_full_path_gives(
     assert first.headers["Poolgate-Cache-Status"] == "miss"
     client.clock.advance(3)
     through_lane = await client.sql(READ, ttl=60, tags="items")
-    hits = server.gateway.hits
+    hits = server.gateway.service.hits
     assert hits is not None and len(hits._known) == 1
-    server.gateway.hits = None
+    server.gateway.service.hits = None
     full_path = await client.sql(READ, ttl=60, tags="items")
-    server.gateway.hits = hits
+    server.gateway.service.hits = hits
     assert answered(through_lane) == answered(full_path)
     assert through_lane.headers["Poolgate-Cache-Status"] == "ttl"
     assert through_lane.headers["Age"] == "3"

@@ -9,16 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -27,7 +24,6 @@ from poolgate.config import Settings
 from poolgate.core import wire
 from poolgate.core.api_keys import require_api_key
 from poolgate.core.cache import Clock, QueryCache
-from poolgate.core.cache_policy import cache_key, parse_cache_policy, scoped_tags
 from poolgate.core.cache_stores import CacheStore, MemoryStore, RedisStore, version_window
 from poolgate.core.errors import (
     BadRequest,
@@ -44,13 +40,13 @@ from poolgate.core.errors import (
 from poolgate.core.metrics import CONTENT_TYPE, Metrics, merge_expositions
 from poolgate.core.pool import PoolRegistry
 from poolgate.core.request_log import RequestLog
-from poolgate.core.requests import Credentials, is_ascii_number
+from poolgate.core.requests import is_ascii_number
 from poolgate.core.transactions import Transactions
 from poolgate.faces.accelerate import face as accelerate
 from poolgate.faces.accelerate.companion_process import companion_socket
 from poolgate.faces.neon_http.json_server import parse_failure
-from poolgate.faces.neon_http.protocol import parse_sql_request
-from poolgate.faces.neon_http.sql_service import TRANSACTION_HEADER, SqlAnswer, SqlService
+from poolgate.faces.neon_http.protocol import TRANSACTION_HEADER
+from poolgate.faces.neon_http.sql_service import SqlAnswer, SqlService
 from poolgate.faces.neon_ws.session import Session, SessionCollector, Sessions
 from poolgate.faces.neon_ws.upgrade import is_session_request, require_session_key
 from poolgate.siblings import Siblings
@@ -109,10 +105,13 @@ class Gateway:
             settings, self.pools, id_prefix=f"{index}.", on_end=self.metrics.transaction_ended
         )
         self.metrics.watch_transactions(transactions)
-        self.service = SqlService(settings, self.pools, cache, transactions)
-        self.hits: HitLane | None = None
-        if cache is not None and isinstance(store, MemoryStore):
-            self.hits = HitLane(self.pools, cache, bearer_is_password=not settings.api_keys)
+        self.service = SqlService(
+            settings,
+            self.pools,
+            cache,
+            transactions,
+            in_process_cache=isinstance(store, MemoryStore),
+        )
         self.sessions = Sessions(self.pools, settings)  # Neon's WebSocket face
         self.draining = False  # SIGTERM came: see serving.serve
         self.sessions.on_end = self._session_ended
@@ -526,158 +525,10 @@ async def _sql(gateway: Gateway, request: web.BaseRequest, deadline: float) -> w
         raise BadRequest(f"method {request.method} is not supported on /sql; use POST")
     require_api_key(request.headers, gateway.settings.api_keys)
     body = await _read_body(gateway.settings, request, deadline)
-    headers, client = request.headers, request.remote or "unknown"
-    hits = gateway.hits
-    if hits is None:
-        return _sql_response(await gateway.service.answer(headers, body, client, deadline))
-    digest = hits.digest(headers, body)
-    if digest is not None:
-        answer = await hits.answer(digest, headers, client, deadline)
-        if answer is not None:
-            return _sql_response(answer)
-    answer = await gateway.service.answer(headers, body, client, deadline)
-    if digest is not None and answer.cache_status != "none" and not hits.knows(digest):
-        hits.learn(digest, headers, body)
+    answer = await gateway.service.answer(
+        request.headers, body, request.remote or "unknown", deadline
+    )
     return _sql_response(answer)
-
-
-# every header `parse_sql_request` and `cache_key` read: two requests alike in these and
-# in their bodies are the same request (the TTL and SWR are read again each time)
-_REQUEST_HEADERS = (
-    "Neon-Connection-String",
-    "Authorization",
-    "Neon-Raw-Text-Output",
-    "Neon-Array-Mode",
-    "Neon-Batch-Isolation-Level",
-    "Neon-Batch-Read-Only",
-    "Neon-Batch-Deferrable",
-    "Poolgate-Cache-Tags",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _Known:
-    """What a request already answered through the cache parsed to, but its password,
-    which is taken from the same place in the request each time."""
-
-    key: str
-    scoped: tuple[str, ...]
-    user: str
-    database: str
-    # its place in the connection string (percent-encoded there); None: the bearer token
-    password_at: tuple[int, int] | None
-
-
-class HitLane:
-    """Fresh cache hits answered without parsing the request again (issue 23).
-
-    A request whose connection string, other `/sql` headers and body are exactly those
-    of one answered through the cache before parses to the same request, so its cache
-    key is remembered, keyed by a digest of those bytes (BLAKE2b keyed with a secret of
-    this process, so the digests of passwords it holds say nothing outside it). The
-    password is never kept: it is read from the request each time, at the place it was
-    found in the same connection string, and checked by `PoolRegistry.authenticate` as
-    on the full path. Anything but a fresh hit (stale, missing, a transaction, an
-    invalidation) goes the full way. In-process stores only (a Redis round trip would be
-    paid twice on the way back to the full path). At most `size` requests are known
-    (about 300 bytes each: 5 MiB at the default, beside the cache's own 64 MiB bound),
-    the oldest learnt forgotten first: a working set larger than that pays a second
-    parse per request that it learns again."""
-
-    def __init__(
-        self,
-        pools: PoolRegistry,
-        cache: QueryCache,
-        bearer_is_password: bool,
-        size: int = 16384,
-    ) -> None:
-        self._pools = pools
-        self._cache = cache
-        self._bearer_is_password = bearer_is_password
-        self._secret = os.urandom(32)
-        self._size = size
-        self._known: dict[bytes, _Known] = {}
-
-    def digest(self, headers: Mapping[str, str], body: bytes) -> bytes | None:
-        """The request's digest; None for a request the lane never answers."""
-        if (
-            "Poolgate-Cache-TTL" not in headers
-            or TRANSACTION_HEADER in headers
-            or "Poolgate-Invalidate-Tags" in headers
-        ):
-            return None
-        material = "\n".join(
-            [
-                f"{len(value)}:{value}" if (value := headers.get(name)) is not None else "-"
-                for name in _REQUEST_HEADERS
-            ]
-        )
-        hashed = hashlib.blake2b(
-            material.encode("utf-8", "surrogateescape"), key=self._secret, digest_size=16
-        )
-        hashed.update(body)
-        return hashed.digest()
-
-    async def answer(
-        self, digest: bytes, headers: Mapping[str, str], client: str, deadline: float
-    ) -> SqlAnswer | None:
-        known = self._known.get(digest)
-        if known is None:
-            return None
-        policy = parse_cache_policy(headers)
-        if not policy.wants_cache:
-            return None
-        if known.password_at is None:
-            password = headers["Authorization"].partition(" ")[2].strip()
-        else:
-            start, end = known.password_at
-            password = headers["Neon-Connection-String"][start:end]
-            if "%" in password:
-                password = unquote(password)
-        credentials = Credentials(user=known.user, password=password, database=known.database)
-        await self._pools.authenticate(credentials, client, deadline)
-        cached = await self._cache.fresh(known.key, policy, known.scoped)
-        if cached is None:
-            return None
-        return SqlAnswer(cached.outcome, cached.status, cached.age)
-
-    def knows(self, digest: bytes) -> bool:
-        return digest in self._known
-
-    def learn(self, digest: bytes, headers: Mapping[str, str], body: bytes) -> None:
-        """Remember a request the full path answered through the cache."""
-        request = parse_sql_request(headers, body, bearer_is_password=self._bearer_is_password)
-        credentials = request.credentials
-        if credentials.password is None:
-            return
-        if self._bearer_is_password and "Authorization" in headers:
-            password_at = None
-        else:
-            password_at = _password_at(headers["Neon-Connection-String"], credentials.password)
-            if password_at is None:
-                return  # percent-encoded, or not where expected: always the full path
-        tags = parse_cache_policy(headers).tags
-        if len(self._known) >= self._size:
-            del self._known[next(iter(self._known))]  # the oldest learnt
-        self._known[digest] = _Known(
-            cache_key(request, tags),
-            scoped_tags(credentials.user, credentials.database, tags),
-            sys.intern(credentials.user),  # one copy per name, however many requests
-            sys.intern(credentials.database),
-            password_at,
-        )
-
-
-def _password_at(connection_string: str, password: str) -> tuple[int, int] | None:
-    """Where `password` stands (percent-encoded or not) in `scheme://user:password@host`,
-    if it is found there as the full parse found it."""
-    start = connection_string.find("//") + 2
-    userinfo = connection_string[start:].partition("/")[0].rpartition("@")[0]
-    user, colon, raw = userinfo.partition(":")
-    if not colon or unquote(raw) != password:
-        return None
-    start += len(user) + 1
-    return start, start + len(raw)
 
 
 def _sql_response(answer: SqlAnswer) -> web.Response:

@@ -71,6 +71,8 @@ def request_credentials(headers: Mapping[str, str], bearer_is_password: bool) ->
     return parse_credentials(headers.get("Neon-Connection-String"), authorization)
 
 
+TRANSACTION_HEADER = "Poolgate-Transaction"  # names the interactive transaction a call runs in
+
 # PostgreSQL truncates identifiers at 63 bytes: longer names would alias one role
 MAX_NAME_BYTES = 63
 

@@ -28,7 +28,9 @@ from poolgate.core.pool import PoolRegistry
 from poolgate.core.requests import Credentials, SqlRequest
 from poolgate.core.session_state import may_change_session
 from poolgate.core.transactions import Transactions, begin_options
+from poolgate.faces.neon_http.hit_lane import HitLane
 from poolgate.faces.neon_http.protocol import (
+    TRANSACTION_HEADER,
     batch_options,
     json_object,
     parse_sql_request,
@@ -36,7 +38,6 @@ from poolgate.faces.neon_http.protocol import (
 )
 
 READ_ONLY_VIOLATION = "25006"
-TRANSACTION_HEADER = "Poolgate-Transaction"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +55,17 @@ class SqlService:
         pools: PoolRegistry,
         cache: QueryCache | None,
         transactions: Transactions | None = None,
+        in_process_cache: bool = False,
     ) -> None:
+        """`in_process_cache`: the cache's store is this process's memory, so a hit
+        costs no round trip and the hit lane answers known requests' fresh hits."""
         self._settings = settings
         self._pools = pools
         self.cache = cache
         self.transactions = transactions or Transactions(settings, pools)
+        self.hits: HitLane | None = None
+        if cache is not None and in_process_cache:
+            self.hits = HitLane(pools, cache, bearer_is_password=not settings.api_keys)
 
     def deadline(self) -> float:
         """The deadline of a request arriving now."""
@@ -73,6 +80,12 @@ class SqlService:
     ) -> SqlAnswer:
         """`client`: the peer's address, which failed logins are throttled by."""
         deadline = self.deadline() if deadline is None else deadline
+        lane = self.hits
+        digest = None if lane is None else lane.digest(headers, body)
+        if lane is not None and digest is not None:
+            hit = await lane.answer(digest, headers, client, deadline)
+            if hit is not None:
+                return SqlAnswer(hit.outcome, "ttl", hit.age)
         policy = parse_cache_policy(headers)
         request = parse_sql_request(headers, body, bearer_is_password=not self._settings.api_keys)
         transaction_id = headers.get(TRANSACTION_HEADER)
@@ -97,6 +110,8 @@ class SqlService:
                     raise
         if answer is None:
             answer = SqlAnswer(await self._run(request, False, client, deadline), "none", None)
+        elif lane is not None and digest is not None and not lane.knows(digest):
+            lane.learn(digest, headers, request)  # answered through the cache
         # only reached once the statement (or the whole batch) has committed
         if not await self._drop_after_commit(request.credentials, policy.invalidate):
             return replace(answer, invalidation_failed=True)
