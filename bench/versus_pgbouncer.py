@@ -11,9 +11,10 @@ single-row `SELECT id, name, email FROM users WHERE id = $1` with a random id:
 
 Prints the table and every ratio issues 13 and 23 set a target for. `--variants` runs
 several gateways in the same run, one after the other, so that levers are measured
-before and after on the same noise: each `label=DRIVER[@git:REF]` is the gateway with
-`POOLGATE_DRIVER=DRIVER` (psycopg, wire, asyncpg), from this tree or from `gateway/src`
-as commit REF has it (e.g. `main=psycopg@git:main,wire=wire`); the first is the table's.
+before and after on the same noise: each `label=[DRIVER][@git:REF]` is the gateway from
+this tree, or from `gateway/src` as commit REF has it, with `POOLGATE_DRIVER=DRIVER`
+(which only trees from before 2026-12-05 read: psycopg, wire, asyncpg; the gateway's
+driver is now its own), e.g. `psycopg=psycopg@git:12fb074,now=`; the first is the table's.
 
     uv run --group bench python bench/versus_pgbouncer.py [--seconds 10] [--workers N]
 """
@@ -259,8 +260,8 @@ def run_storm(
 def _variant(spec: str, folder: Path) -> tuple[str, dict[str, str]]:
     """(label, the gateway's environment) of one `label=DRIVER[@git:REF]`."""
     label, _, rest = spec.partition("=")
-    driver, _, source = (rest or label).partition("@")
-    env = {"POOLGATE_DRIVER": driver}
+    driver, _, source = rest.partition("@")
+    env = {"POOLGATE_DRIVER": driver} if driver else {}
     if source:
         if not source.startswith("git:"):
             raise SystemExit(f"--variants: {spec!r}: the source is git:REF")
@@ -284,8 +285,8 @@ def main() -> None:
     parser.add_argument("--storm", type=int, default=1000, help="clients in the storm")
     parser.add_argument(
         "--variants",
-        default="psycopg",
-        help="comma-separated label=DRIVER[@git:REF], each its own gateway (see above)",
+        default="poolgate=",
+        help="comma-separated label=[DRIVER][@git:REF], each its own gateway (see above)",
     )
     parser.add_argument("--only", default="", help="comma-separated: pgbench,poolgate,worker")
     options = parser.parse_args()
