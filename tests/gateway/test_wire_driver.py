@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -24,6 +24,14 @@ async def _connect(postgres: EmbeddedPostgres, password: str = APP_PASSWORD) -> 
     )
 
 
+@pytest.fixture
+async def connection(postgres: EmbeddedPostgres) -> AsyncIterator[wire.WireConnection]:
+    """A logged-in connection of the app role, closed after the test."""
+    opened = await _connect(postgres)
+    yield opened
+    opened.close()
+
+
 async def _rows(
     connection: wire.WireConnection,
     query: str,
@@ -38,82 +46,64 @@ async def _rows(
 
 
 async def test_a_scram_login_then_a_query_gives_its_text_cells_and_command_tag(
-    postgres: EmbeddedPostgres,
+    connection: wire.WireConnection,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        result, rows = await _rows(
-            connection, "SELECT $1::int + 1 AS n, NULL::text AS nothing, $2 AS word", ["41", "é"]
-        )
-        assert rows == [["42", None, "é"]]
-        assert result.tag == "SELECT 1"
-        assert [f.name for f in result.fields] == ["n", "nothing", "word"]
-        assert connection.idle
-        assert connection.parameters["server_encoding"] == "UTF8"
-    finally:
-        connection.close()
+    result, rows = await _rows(
+        connection, "SELECT $1::int + 1 AS n, NULL::text AS nothing, $2 AS word", ["41", "é"]
+    )
+    assert rows == [["42", None, "é"]]
+    assert result.tag == "SELECT 1"
+    assert [f.name for f in result.fields] == ["n", "nothing", "word"]
+    assert connection.idle
+    assert connection.parameters["server_encoding"] == "UTF8"
 
 
 async def test_fields_carry_table_oid_column_number_and_type_modifier(
-    postgres: EmbeddedPostgres,
+    connection: wire.WireConnection,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        await _rows(connection, "CREATE TEMP TABLE wire_fields (a int, b varchar(20))")
-        result, _ = await _rows(connection, "SELECT b, a FROM wire_fields")
-        _, oid_rows = await _rows(connection, "SELECT 'wire_fields'::regclass::oid")
-        b, a = result.fields
-        assert (b.table_oid, b.column, b.type_oid, b.modifier) == (
-            int(oid_rows[0][0] or 0),
-            2,
-            1043,
-            24,
-        )
-        assert (a.column, a.type_oid, a.size) == (1, 23, 4)
-    finally:
-        connection.close()
+    await _rows(connection, "CREATE TEMP TABLE wire_fields (a int, b varchar(20))")
+    result, _ = await _rows(connection, "SELECT b, a FROM wire_fields")
+    _, oid_rows = await _rows(connection, "SELECT 'wire_fields'::regclass::oid")
+    b, a = result.fields
+    assert (b.table_oid, b.column, b.type_oid, b.modifier) == (
+        int(oid_rows[0][0] or 0),
+        2,
+        1043,
+        24,
+    )
+    assert (a.column, a.type_oid, a.size) == (1, 23, 4)
 
 
 async def test_an_error_response_keeps_every_field_and_the_connection_turns_idle(
-    postgres: EmbeddedPostgres,
+    connection: wire.WireConnection,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        await _rows(connection, "CREATE TEMP TABLE wire_unique (id int PRIMARY KEY)")
+    await _rows(connection, "CREATE TEMP TABLE wire_unique (id int PRIMARY KEY)")
+    await _rows(connection, "INSERT INTO wire_unique VALUES (1)")
+    with pytest.raises(wire.ServerError) as raised:
         await _rows(connection, "INSERT INTO wire_unique VALUES (1)")
-        with pytest.raises(wire.ServerError) as raised:
-            await _rows(connection, "INSERT INTO wire_unique VALUES (1)")
-        fields = raised.value.fields
-        assert raised.value.sqlstate == "23505"
-        assert fields["t"] == "wire_unique" and fields["n"] == "wire_unique_pkey"
-        assert "Key (id)=(1)" in fields["D"] and fields["S"] == "ERROR" and "R" in fields
-        assert connection.idle
-        _, rows = await _rows(connection, "SELECT 1")
-        assert rows == [["1"]]
-    finally:
-        connection.close()
+    fields = raised.value.fields
+    assert raised.value.sqlstate == "23505"
+    assert fields["t"] == "wire_unique" and fields["n"] == "wire_unique_pkey"
+    assert "Key (id)=(1)" in fields["D"] and fields["S"] == "ERROR" and "R" in fields
+    assert connection.idle
+    _, rows = await _rows(connection, "SELECT 1")
+    assert rows == [["1"]]
 
 
-async def test_notices_are_collected_with_the_result(postgres: EmbeddedPostgres) -> None:
-    connection = await _connect(postgres)
-    try:
-        result, _ = await _rows(connection, "DO $$ BEGIN RAISE NOTICE 'hello %', 42; END $$")
-        assert result.tag == "DO"
-        assert [notice["M"] for notice in result.notices] == ["hello 42"]
-    finally:
-        connection.close()
+async def test_notices_are_collected_with_the_result(connection: wire.WireConnection) -> None:
+    result, _ = await _rows(connection, "DO $$ BEGIN RAISE NOTICE 'hello %', 42; END $$")
+    assert result.tag == "DO"
+    assert [notice["M"] for notice in result.notices] == ["hello 42"]
 
 
-async def test_rows_reach_the_callback_in_chunks_as_they_arrive(postgres: EmbeddedPostgres) -> None:
-    connection = await _connect(postgres)
-    try:
-        sizes: list[int] = []
-        result = await connection.run(
-            "SELECT generate_series(1, 2500)", [], 1000, lambda _, chunk: sizes.append(len(chunk))
-        )
-        assert sizes == [1000, 1000, 500] and result.tag == "SELECT 2500"
-    finally:
-        connection.close()
+async def test_rows_reach_the_callback_in_chunks_as_they_arrive(
+    connection: wire.WireConnection,
+) -> None:
+    sizes: list[int] = []
+    result = await connection.run(
+        "SELECT generate_series(1, 2500)", [], 1000, lambda _, chunk: sizes.append(len(chunk))
+    )
+    assert sizes == [1000, 1000, 500] and result.tag == "SELECT 2500"
 
 
 async def test_a_wrong_password_is_refused_by_the_server(postgres: EmbeddedPostgres) -> None:
@@ -122,17 +112,13 @@ async def test_a_wrong_password_is_refused_by_the_server(postgres: EmbeddedPostg
     assert raised.value.sqlstate == "28P01"
 
 
-async def test_a_cancel_request_ends_the_running_statement(postgres: EmbeddedPostgres) -> None:
-    connection = await _connect(postgres)
-    try:
-        running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30)"))
-        await asyncio.sleep(0.3)
-        await connection.cancel()
-        with pytest.raises(wire.ServerError) as raised:
-            await running
-        assert raised.value.sqlstate == "57014"
-    finally:
-        connection.close()
+async def test_a_cancel_request_ends_the_running_statement(connection: wire.WireConnection) -> None:
+    running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30)"))
+    await asyncio.sleep(0.3)
+    await connection.cancel()
+    with pytest.raises(wire.ServerError) as raised:
+        await running
+    assert raised.value.sqlstate == "57014"
 
 
 async def test_copy_is_refused_and_the_connection_is_not_reused(postgres: EmbeddedPostgres) -> None:
@@ -143,55 +129,41 @@ async def test_copy_is_refused_and_the_connection_is_not_reused(postgres: Embedd
 
 
 async def test_an_exception_from_the_chunk_callback_stops_the_statement(
-    postgres: EmbeddedPostgres,
+    connection: wire.WireConnection,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
 
-        def refuse(fields: list[wire.Field], rows: list[wire.Row]) -> None:
-            raise ValueError("too large")
+    def refuse(fields: list[wire.Field], rows: list[wire.Row]) -> None:
+        raise ValueError("too large")
 
-        with pytest.raises(ValueError, match="too large"):
-            await connection.run("SELECT generate_series(1, 2500)", [], 1000, refuse)
-    finally:
-        connection.close()
+    with pytest.raises(ValueError, match="too large"):
+        await connection.run("SELECT generate_series(1, 2500)", [], 1000, refuse)
 
 
 async def test_a_prepared_statement_is_parsed_once_and_answers_as_an_unnamed_one(
-    postgres: EmbeddedPostgres,
+    connection: wire.WireConnection,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        answers = []
-        for value in ("1", "2", "3"):
-            result, rows = await _rows(connection, "SELECT $1::int * 2 AS n", [value], prepare=True)
-            answers.append((rows, result.tag, [f.name for f in result.fields]))
-        assert answers == [([[str(2 * n)]], "SELECT 1", ["n"]) for n in (1, 2, 3)]
-        assert list(connection.prepared) == ["SELECT $1::int * 2 AS n"]
-        _, named = await _rows(connection, "SELECT count(*) FROM pg_prepared_statements")
-        assert named == [["1"]]
-        connection.forget_prepared()
-        await _rows(connection, "DEALLOCATE ALL")
-        rows = []
-        await connection.run(
-            "SELECT $1::int * 2 AS n", ["5"], 1000, lambda _, c: rows.extend(c), True
-        )
-        assert rows == [["10"]]
-    finally:
-        connection.close()
+    answers = []
+    for value in ("1", "2", "3"):
+        result, rows = await _rows(connection, "SELECT $1::int * 2 AS n", [value], prepare=True)
+        answers.append((rows, result.tag, [f.name for f in result.fields]))
+    assert answers == [([[str(2 * n)]], "SELECT 1", ["n"]) for n in (1, 2, 3)]
+    assert list(connection.prepared) == ["SELECT $1::int * 2 AS n"]
+    _, named = await _rows(connection, "SELECT count(*) FROM pg_prepared_statements")
+    assert named == [["1"]]
+    connection.forget_prepared()
+    await _rows(connection, "DEALLOCATE ALL")
+    rows = []
+    await connection.run("SELECT $1::int * 2 AS n", ["5"], 1000, lambda _, c: rows.extend(c), True)
+    assert rows == [["10"]]
 
 
 async def test_a_statement_that_fails_to_parse_is_not_remembered(
-    postgres: EmbeddedPostgres,
+    connection: wire.WireConnection,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        with pytest.raises(wire.ServerError) as raised:
-            await connection.run("SELEC 1", [], 1000, lambda _, c: None, True)
-        assert raised.value.sqlstate == "42601"
-        assert connection.prepared == {} and connection.idle
-    finally:
-        connection.close()
+    with pytest.raises(wire.ServerError) as raised:
+        await connection.run("SELEC 1", [], 1000, lambda _, c: None, True)
+    assert raised.value.sqlstate == "42601"
+    assert connection.prepared == {} and connection.idle
 
 
 async def _active_statements(postgres: EmbeddedPostgres, like: str) -> int:
@@ -254,83 +226,66 @@ async def test_a_refused_chunk_ends_the_run_at_once_and_the_statement_is_cancell
 
 
 async def test_a_run_cancelled_by_its_caller_cancels_the_statement_on_the_server(
+    connection: wire.WireConnection,
     postgres: EmbeddedPostgres,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30) AS abandoned"))
-        await _until_active(postgres, "%abandoned%")
-        running.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await running
-        assert not connection.idle
-        await _until_no_active(postgres, "%abandoned%")
-    finally:
-        connection.close()
+    running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30) AS abandoned"))
+    await _until_active(postgres, "%abandoned%")
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert not connection.idle
+    await _until_no_active(postgres, "%abandoned%")
 
 
 async def test_a_connection_terminated_while_idle_is_known_broken_without_a_query(
+    connection: wire.WireConnection,
     postgres: EmbeddedPostgres,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        with postgres.admin() as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (connection.process_id,))
+    with postgres.admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (connection.process_id,))
 
-        async def broken() -> bool:
-            return connection.broken
+    async def broken() -> bool:
+        return connection.broken
 
-        await _until_checked(broken)
-        assert not connection.idle
-    finally:
-        connection.close()
+    await _until_checked(broken)
+    assert not connection.idle
 
 
 async def test_a_statement_ended_by_a_fatal_error_reports_the_servers_reason(
+    connection: wire.WireConnection,
     postgres: EmbeddedPostgres,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30) AS terminated"))
-        await _until_active(postgres, "%terminated%")
-        with postgres.admin() as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (connection.process_id,))
-        with pytest.raises(wire.ServerError) as raised:
-            await running
-        assert raised.value.sqlstate == "57P01"
-        assert connection.broken
-    finally:
-        connection.close()
+    running = asyncio.ensure_future(_rows(connection, "SELECT pg_sleep(30) AS terminated"))
+    await _until_active(postgres, "%terminated%")
+    with postgres.admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (connection.process_id,))
+    with pytest.raises(wire.ServerError) as raised:
+        await running
+    assert raised.value.sqlstate == "57P01"
+    assert connection.broken
 
 
 async def test_a_parameter_that_is_not_text_sends_nothing_and_leaves_the_connection_idle(
-    postgres: EmbeddedPostgres,
+    connection: wire.WireConnection,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        with pytest.raises(UnicodeEncodeError):
-            await _rows(connection, "SELECT $1::text", ["\ud800"])
-        assert connection.idle
-        _, rows = await _rows(connection, "SELECT 2")
-        assert rows == [["2"]]
-    finally:
-        connection.close()
+    with pytest.raises(UnicodeEncodeError):
+        await _rows(connection, "SELECT $1::text", ["\ud800"])
+    assert connection.idle
+    _, rows = await _rows(connection, "SELECT 2")
+    assert rows == [["2"]]
 
 
 async def test_a_script_runs_every_statement_over_the_simple_protocol(
-    postgres: EmbeddedPostgres,
+    connection: wire.WireConnection,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        await _rows(connection, "SET application_name = 'changed'")
-        result = await connection.run_script("RESET ALL; SELECT 1; SELECT 2")
-        assert result.tag == "SELECT 1" and connection.idle
-        _, rows = await _rows(connection, "SHOW application_name")
-        assert rows == [["wire-test"]]
-        await connection.run_script("")  # an empty script: EmptyQueryResponse
-        assert connection.idle
-    finally:
-        connection.close()
+    await _rows(connection, "SET application_name = 'changed'")
+    result = await connection.run_script("RESET ALL; SELECT 1; SELECT 2")
+    assert result.tag == "SELECT 1" and connection.idle
+    _, rows = await _rows(connection, "SHOW application_name")
+    assert rows == [["wire-test"]]
+    await connection.run_script("")  # an empty script: EmptyQueryResponse
+    assert connection.idle
 
 
 async def test_ping_tells_a_running_server_from_a_port_nobody_listens_on(
@@ -399,105 +354,91 @@ def _wait_event(postgres: EmbeddedPostgres, pid: int) -> object:
 
 
 async def test_a_relay_passes_the_servers_bytes_as_they_are_then_statements_run_again(
-    postgres: EmbeddedPostgres,
+    connection: wire.WireConnection,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        relayed = _Relayed()
-        connection.start_relay(relayed.data, relayed.ended)
-        assert not connection.idle
-        connection.write(_query("SELECT 41 + 1 AS n; SET application_name = 'relayed'"))
-        await connection.drain()
-        await relayed.until(lambda: b"Z" in relayed.kinds())
-        assert relayed.kinds() == [b"T", b"D", b"C", b"C", b"S", b"Z"]
-        assert b"\x00\x00\x00\x0242" in relayed.stream and relayed.stream.endswith(b"Z\0\0\0\x05I")
-        # what the server reported meanwhile was not parsed: the relay's caller follows it
-        assert connection.parameters["application_name"] == "wire-test"
-        connection.end_relay(idle=True)
-        assert connection.idle
-        _, rows = await _rows(connection, "SELECT current_setting('application_name')")
-        assert rows == [["relayed"]] and relayed.lost == []
-    finally:
-        connection.close()
+    relayed = _Relayed()
+    connection.start_relay(relayed.data, relayed.ended)
+    assert not connection.idle
+    connection.write(_query("SELECT 41 + 1 AS n; SET application_name = 'relayed'"))
+    await connection.drain()
+    await relayed.until(lambda: b"Z" in relayed.kinds())
+    assert relayed.kinds() == [b"T", b"D", b"C", b"C", b"S", b"Z"]
+    assert b"\x00\x00\x00\x0242" in relayed.stream and relayed.stream.endswith(b"Z\0\0\0\x05I")
+    # what the server reported meanwhile was not parsed: the relay's caller follows it
+    assert connection.parameters["application_name"] == "wire-test"
+    connection.end_relay(idle=True)
+    assert connection.idle
+    _, rows = await _rows(connection, "SELECT current_setting('application_name')")
+    assert rows == [["relayed"]] and relayed.lost == []
 
 
 async def test_a_relay_ended_with_an_answer_owed_leaves_the_connection_not_idle(
-    postgres: EmbeddedPostgres,
+    connection: wire.WireConnection,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        relayed = _Relayed()
-        connection.start_relay(relayed.data, relayed.ended)
-        connection.write(_query("SELECT pg_sleep(0.1)"))
-        connection.end_relay(idle=False)
-        assert not connection.idle and not connection.broken
-    finally:
-        connection.close()
+    relayed = _Relayed()
+    connection.start_relay(relayed.data, relayed.ended)
+    connection.write(_query("SELECT pg_sleep(0.1)"))
+    connection.end_relay(idle=False)
+    assert not connection.idle and not connection.broken
 
 
 async def test_a_paused_relay_stops_reading_so_the_server_blocks_not_the_clients_memory(
+    connection: wire.WireConnection,
     postgres: EmbeddedPostgres,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        relayed = _Relayed()
-        connection.start_relay(relayed.data, relayed.ended)
-        connection.pause_reading()
-        # about 100 MB of rows, none of them read for now
-        connection.write(_query("SELECT repeat('x', 1048576) FROM generate_series(1, 100)"))
-        await _until(
-            lambda: _wait_event(postgres, connection.process_id) == "ClientWrite",
-            "Postgres blocked writing to the paused connection",
-        )
-        assert len(relayed.stream) < 1024 * 1024
-        connection.resume_reading()
-        await relayed.until(lambda: b"Z" in relayed.kinds())
-        assert relayed.kinds().count(b"D") == 100
-        connection.end_relay(idle=True)
-        _, rows = await _rows(connection, "SELECT 1")
-        assert rows == [["1"]]
-    finally:
-        connection.close()
+    relayed = _Relayed()
+    connection.start_relay(relayed.data, relayed.ended)
+    connection.pause_reading()
+    # about 100 MB of rows, none of them read for now
+    connection.write(_query("SELECT repeat('x', 1048576) FROM generate_series(1, 100)"))
+    await _until(
+        lambda: _wait_event(postgres, connection.process_id) == "ClientWrite",
+        "Postgres blocked writing to the paused connection",
+    )
+    assert len(relayed.stream) < 1024 * 1024
+    connection.resume_reading()
+    await relayed.until(lambda: b"Z" in relayed.kinds())
+    assert relayed.kinds().count(b"D") == 100
+    connection.end_relay(idle=True)
+    _, rows = await _rows(connection, "SELECT 1")
+    assert rows == [["1"]]
 
 
 async def test_a_server_that_does_not_read_makes_drain_wait_until_it_does(
+    connection: wire.WireConnection,
     postgres: EmbeddedPostgres,
 ) -> None:
-    connection = await _connect(postgres)
-    try:
-        relayed = _Relayed()
-        connection.start_relay(relayed.data, relayed.ended)
-        connection.pause_reading()
-        connection.write(_query("SELECT repeat('x', 1048576) FROM generate_series(1, 20)"))
-        await _until(
-            lambda: _wait_event(postgres, connection.process_id) == "ClientWrite",
-            "Postgres blocked writing, so it reads nothing more",
-        )
-        # one long statement in pieces: written until the transport says it is full
-        body = b"SELECT 1 -- " + b"x" * (16 * 1024 * 1024) + b"\x00"
-        message = b"Q" + struct.pack("!i", len(body) + 4) + body
-        written, piece = 0, 64 * 1024
-        while written < len(message):
-            connection.write(message[written : written + piece])
-            written += piece
-            if not connection._can_write.is_set():
-                break
-        assert written < len(message), "the transport never said it was full"
-        draining = asyncio.ensure_future(connection.drain())
-        await asyncio.sleep(0.2)
-        assert not draining.done()
-        connection.resume_reading()  # the server finishes its answer, then reads ours
-        await draining
-        while written < len(message):
-            connection.write(message[written : written + piece])
-            written += piece
-            await connection.drain()
-        await relayed.until(lambda: relayed.kinds().count(b"Z") == 2)
-        connection.end_relay(idle=True)
-        _, rows = await _rows(connection, "SELECT 2")
-        assert rows == [["2"]]
-    finally:
-        connection.close()
+    relayed = _Relayed()
+    connection.start_relay(relayed.data, relayed.ended)
+    connection.pause_reading()
+    connection.write(_query("SELECT repeat('x', 1048576) FROM generate_series(1, 20)"))
+    await _until(
+        lambda: _wait_event(postgres, connection.process_id) == "ClientWrite",
+        "Postgres blocked writing, so it reads nothing more",
+    )
+    # one long statement in pieces: written until the transport says it is full
+    body = b"SELECT 1 -- " + b"x" * (16 * 1024 * 1024) + b"\x00"
+    message = b"Q" + struct.pack("!i", len(body) + 4) + body
+    written, piece = 0, 64 * 1024
+    while written < len(message):
+        connection.write(message[written : written + piece])
+        written += piece
+        if not connection._can_write.is_set():
+            break
+    assert written < len(message), "the transport never said it was full"
+    draining = asyncio.ensure_future(connection.drain())
+    await asyncio.sleep(0.2)
+    assert not draining.done()
+    connection.resume_reading()  # the server finishes its answer, then reads ours
+    await draining
+    while written < len(message):
+        connection.write(message[written : written + piece])
+        written += piece
+        await connection.drain()
+    await relayed.until(lambda: relayed.kinds().count(b"Z") == 2)
+    connection.end_relay(idle=True)
+    _, rows = await _rows(connection, "SELECT 2")
+    assert rows == [["2"]]
 
 
 async def test_the_connections_end_during_a_relay_reaches_on_lost_and_is_never_idle(
