@@ -376,4 +376,5 @@ def test_a_nul_byte_in_a_value_is_refused_as_postgres_would_with_22021(
     response = post_sql(gateway.url, app_url, {"query": "SELECT $1::text", "params": ["a\u0000b"]})
     assert response.status_code == 400
     assert response.json()["code"] == "22021"
+    assert response.json()["severity"] == "ERROR"
     assert "NUL" in response.json()["message"]

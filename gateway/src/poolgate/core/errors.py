@@ -143,7 +143,7 @@ class QueryFailed(GatewayError):
     @classmethod
     def refused_value(cls, message: str, sqlstate: str) -> QueryFailed:
         """An error for a value refused before Postgres saw it, spelled as Postgres's."""
-        return cls({"M": message, "C": sqlstate, "S": "ERROR"})
+        return cls({"M": message, "C": sqlstate, "S": "ERROR", "V": "ERROR"})
 
     def body(self) -> dict[str, Any]:
         return {"message": self.message, **self.fields}
