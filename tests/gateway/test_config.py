@@ -9,6 +9,7 @@ import sys
 
 import httpx
 import pytest
+from poolgate.config import ConfigError, parse_upstream
 
 from devstack.postgres import EmbeddedPostgres
 from tests.support.services import free_port, run_serve
@@ -120,3 +121,40 @@ def test_a_setting_in_non_ascii_digits_stops_start_up(option: str, value: str) -
 
     with pytest.raises(ConfigError, match=option):
         parse_settings(["--upstream", "postgresql://h:5432", option, value], environ={})
+
+
+@pytest.mark.parametrize(
+    ("url", "keywords"),
+    [
+        ("postgresql://db.internal:6543", {"host": "db.internal", "port": "6543"}),
+        ("postgres://10.0.0.7", {"host": "10.0.0.7"}),
+        ("postgresql://[::1]:5433", {"host": "::1", "port": "5433"}),
+        ("postgresql://%2Fvar%2Frun%2Fpostgresql", {"host": "/var/run/postgresql"}),
+        ("postgresql:///?host=/tmp/pg&port=5999", {"host": "/tmp/pg", "port": "5999"}),
+        (
+            "postgresql://h?sslmode=verify-full&sslrootcert=system",
+            {"host": "h", "sslmode": "verify-full", "sslrootcert": "system"},
+        ),
+        ("postgresql://", {"host": "localhost"}),
+    ],
+)
+def test_an_upstream_url_gives_the_keywords_the_driver_reads(
+    url: str, keywords: dict[str, str]
+) -> None:
+    assert parse_upstream(url) == keywords
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://a,b:5432", "several hosts"),
+        ("postgresql:///?host=a,b", "several hosts"),
+        ("postgresql://h?application_name=x", "'application_name' is not supported"),
+        ("postgresql://h?sslmode=sometimes", "sslmode must be one of"),
+        ("postgresql://h:http", "port must be a whole number"),
+        ("postgresql://h?password=x", "must not name a password"),
+    ],
+)
+def test_an_upstream_the_driver_cannot_honour_is_refused_at_start(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_upstream(url)

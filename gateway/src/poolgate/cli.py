@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "-h" in args[1:] or "--help" in args[1:]:
         parse_settings(["--help"])
     try:
-        # a first look without libpq: a supervisor never loads it (its workers do)
+        # a first look: the supervisor leaves the full check of --upstream to its workers
         settings = parse_settings(args[1:], check_upstream=False)
         # the Accelerate companion is a supervisor's child, even beside a single worker
         if identity is None and (settings.workers > 1 or settings.accelerate_keys is not None):
@@ -43,9 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def forget_libpq_environment() -> None:
-    """libpq takes defaults from PG* variables (PGPASSWORD, PGSERVICE, PGOPTIONS, ...), a
-    passfile and a service file: none of them may supply credentials or options for a
-    client's connection, so they are dropped (upstream settings come from --upstream)."""
+    """libpq-style clients take defaults from PG* variables (PGPASSWORD, PGSERVICE,
+    PGOPTIONS, ...), a passfile and a service file. The gateway's own driver reads none of
+    them, but what runs under it might (the Accelerate companion's Node `pg`), and none
+    may supply credentials or options for a client's connection: they are dropped
+    (upstream settings come from --upstream)."""
     for name in [name for name in os.environ if name.startswith("PG")]:
         del os.environ[name]
     # paths that do not exist: libpq reads nothing from them, and says nothing about it

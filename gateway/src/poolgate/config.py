@@ -249,8 +249,9 @@ def parse_settings(
 ) -> Settings:
     """Settings from `argv` (options after `serve`), falling back to the environment.
 
-    `check_upstream=False` leaves `upstream` empty after a first look at it, without
-    importing libpq (the supervisor of `--workers` stays small; its workers check it)."""
+    `check_upstream=False` leaves `upstream` empty after a first look at it (the
+    supervisor of `--workers` refuses credentials in it first; its workers check the
+    rest)."""
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="poolgate serve", exit_on_error=False)
     for option, variable, help_text in (*_OPTIONS, *_ACCELERATE_OPTIONS):
@@ -450,7 +451,7 @@ def parse_cache(value: str) -> str:
 
 
 def _looks_like_url(url: str) -> dict[str, str]:
-    """What can be checked of `--upstream` without libpq: the scheme, and that it names
+    """What can be checked of `--upstream` at a first look: the scheme, and that it names
     no user, password or database (in the URL or its query). parse_upstream checks the
     rest; the supervisor of --workers has only this, and must refuse these before it
     looks at anything else (the port, say)."""
