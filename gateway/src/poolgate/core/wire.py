@@ -141,8 +141,8 @@ def _cstring(text: str) -> bytes:
 _SYNC = _message(b"S", b"")
 
 
-def _drop_rows(fields: list[Field], rows: list[Row]) -> None:
-    """Rows nobody asked for (of a reset script)."""
+def drop_rows(fields: list[Field], rows: list[Row]) -> None:
+    """For `run`: rows nobody reads (a reset script's, a set_config's)."""
 
 
 _DESCRIBE_PORTAL = _message(b"D", b"P\x00")
@@ -424,7 +424,7 @@ class WireConnection(asyncio.Protocol):
         simple query protocol; rows are dropped, the last command's tag is returned."""
         if self.broken or self._transport is None:
             raise WireError("the connection is closed")
-        return await self._exchange(_message(b"Q", _cstring(script)), 1000, _drop_rows)
+        return await self._exchange(_message(b"Q", _cstring(script)), 1000, drop_rows)
 
     async def _exchange(
         self, message: bytes, rows_per_chunk: int, on_chunk: ChunkCallback

@@ -45,7 +45,7 @@ from poolgate.config import Settings
 from poolgate.core.errors import AuthenticationFailed, TooManyLogins, Unavailable
 from poolgate.core.pool import ConnectionPool, PoolRegistry
 from poolgate.core.requests import Credentials
-from poolgate.core.wire import Field, Row, ServerError, WireConnection, WireError
+from poolgate.core.wire import ServerError, WireConnection, WireError, drop_rows
 from poolgate.faces.neon_ws import wire
 from poolgate.faces.neon_ws.relay import ServerBytes
 
@@ -297,7 +297,8 @@ class Sessions:
         settings |= _options(startup.parameters.get("options", ""))
         try:
             for name, value in settings.items():
-                await connection.run("SELECT set_config($1, $2, false)", [name, value], 1, _no_rows)
+                setting = [name, value]
+                await connection.run("SELECT set_config($1, $2, false)", setting, 1, drop_rows)
         except ServerError as error:
             raise SessionEnded(error.sqlstate or "22023", str(error).strip()) from None
         except WireError:
@@ -422,10 +423,6 @@ def _options(options: str) -> dict[str, str]:
             found[name.replace("-", "_")] = value
         index += 1
     return found
-
-
-def _no_rows(fields: list[Field], rows: list[Row]) -> None:
-    pass
 
 
 def _greeting(connection: WireConnection, key: tuple[int, int]) -> bytes:
