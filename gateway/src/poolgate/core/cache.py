@@ -91,24 +91,6 @@ class QueryCache:
         # shielded: a client that goes away does not cancel the work others wait on
         return CachedAnswer(await asyncio.shield(task), "miss", 0)
 
-    async def fresh(
-        self, key: str, policy: CachePolicy, tags: tuple[str, ...]
-    ) -> CachedAnswer | None:
-        """The answer `answer` would give if it is a fresh hit (counted as one); None for
-        anything else (stale, missing, the store unreachable), which starts nothing and
-        counts nothing: the caller then asks `answer`, which decides it again."""
-        try:
-            _, entry = await self.store.lookup(key, tags)
-        except CacheUnavailable:
-            return None
-        if entry is None:
-            return None
-        age = self.clock() - entry.created
-        if age >= policy.ttl:
-            return None
-        self.counters.hits += 1
-        return CachedAnswer(Outcome(entry.body, entry.row_count), "ttl", int(age))
-
     async def drain(self) -> None:
         """Let in-flight upstream runs (background refreshes among them) finish, so their
         connections go back to the pools before those close."""

@@ -3,8 +3,9 @@
 A hit's largest cost of the gateway's own was parsing the request (its credentials,
 body and flags) and hashing its cache key (issue 23, `bench/hit_stages.py`): a request
 that is byte for byte one answered through the cache before parses to the same
-request, so its key is remembered here. `SqlService.answer` asks the lane first and
-teaches it what the full path answered through the cache.
+request, so what the cache needs of it is remembered here. `SqlService.answer` asks
+the lane first and teaches it what the full path answered through the cache; both then
+ask the cache the same way.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from poolgate.core.cache import QueryCache
-from poolgate.core.cache_policy import cache_key, parse_cache_policy, scoped_tags
-from poolgate.core.execute import Outcome
-from poolgate.core.pool import PoolRegistry
-from poolgate.core.requests import Credentials, SqlRequest
+from poolgate.core.requests import Credentials
 from poolgate.faces.neon_http.protocol import TRANSACTION_HEADER
 
 
 @dataclass(frozen=True, slots=True)
-class LaneHit:
-    outcome: Outcome
-    age: int | None
+class CacheRead:
+    """What the cache needs of a request: who asks (a hit needs a login), its key, and
+    its tags scoped to the tenant."""
+
+    credentials: Credentials
+    key: str
+    scoped_tags: tuple[str, ...]
 
 
 # every header `parse_sql_request` and `cache_key` read: two requests alike in these and
@@ -58,30 +59,21 @@ class _Known:
 
 
 class HitLane:
-    """Fresh cache hits answered without parsing the request again (issue 23).
+    """Cache reads of requests seen before, known without parsing them again (issue 23).
 
     A request whose connection string, other `/sql` headers and body are exactly those
     of one answered through the cache before parses to the same request, so its cache
-    key is remembered, keyed by a digest of those bytes (BLAKE2b keyed with a secret of
-    this process, so the digests of passwords it holds say nothing outside it). The
-    password is never kept: it is read from the request each time, at the place it was
-    found in the same connection string, and checked by `PoolRegistry.authenticate` as
-    on the full path. Anything but a fresh hit (stale, missing, a transaction, an
-    invalidation) goes the full way. In-process stores only (a Redis round trip would be
-    paid twice on the way back to the full path). At most `size` requests are known
+    key and tags are remembered, keyed by a digest of those bytes (BLAKE2b keyed with a
+    secret of this process, so the digests of passwords it holds say nothing outside
+    it). The password is never kept: it is read from the request each time, at the
+    place it was found in the same connection string, and checked by the pool as on the
+    full path. A transaction's call or an invalidation is never known. Used with the
+    in-process store only, where it was measured. At most `size` requests are known
     (about 300 bytes each: 5 MiB at the default, beside the cache's own 64 MiB bound),
     the oldest learnt forgotten first: a working set larger than that pays a second
     parse per request that it learns again."""
 
-    def __init__(
-        self,
-        pools: PoolRegistry,
-        cache: QueryCache,
-        bearer_is_password: bool,
-        size: int = 16384,
-    ) -> None:
-        self._pools = pools
-        self._cache = cache
+    def __init__(self, bearer_is_password: bool, size: int = 16384) -> None:
         self._bearer_is_password = bearer_is_password
         self._secret = os.urandom(32)
         self._size = size
@@ -107,14 +99,10 @@ class HitLane:
         hashed.update(body)
         return hashed.digest()
 
-    async def answer(
-        self, digest: bytes, headers: Mapping[str, str], client: str, deadline: float
-    ) -> LaneHit | None:
+    def recall(self, digest: bytes, headers: Mapping[str, str]) -> CacheRead | None:
+        """The cache read of a known request, with this request's own password."""
         known = self._known.get(digest)
         if known is None:
-            return None
-        policy = parse_cache_policy(headers)
-        if not policy.wants_cache:
             return None
         if known.password_at is None:
             password = headers["Authorization"].partition(" ")[2].strip()
@@ -124,19 +112,15 @@ class HitLane:
             if "%" in password:
                 password = unquote(password)
         credentials = Credentials(user=known.user, password=password, database=known.database)
-        await self._pools.authenticate(credentials, client, deadline)
-        cached = await self._cache.fresh(known.key, policy, known.scoped)
-        if cached is None:
-            return None
-        return LaneHit(cached.outcome, cached.age)
+        return CacheRead(credentials, known.key, known.scoped)
 
     def knows(self, digest: bytes) -> bool:
         return digest in self._known
 
-    def learn(self, digest: bytes, headers: Mapping[str, str], request: SqlRequest) -> None:
-        """Remember a request (as the full path parsed it) that it answered through the
-        cache."""
-        credentials = request.credentials
+    def learn(self, digest: bytes, headers: Mapping[str, str], read: CacheRead) -> None:
+        """Remember a request (its cache read, as the full path made it) that the full
+        path answered through the cache."""
+        credentials = read.credentials
         if credentials.password is None:
             return
         if self._bearer_is_password and "Authorization" in headers:
@@ -145,12 +129,11 @@ class HitLane:
             password_at = _password_at(headers["Neon-Connection-String"], credentials.password)
             if password_at is None:
                 return  # percent-encoded, or not where expected: always the full path
-        tags = parse_cache_policy(headers).tags
         if len(self._known) >= self._size:
             del self._known[next(iter(self._known))]  # the oldest learnt
         self._known[digest] = _Known(
-            cache_key(request, tags),
-            scoped_tags(credentials.user, credentials.database, tags),
+            read.key,
+            read.scoped_tags,
             sys.intern(credentials.user),  # one copy per name, however many requests
             sys.intern(credentials.database),
             password_at,

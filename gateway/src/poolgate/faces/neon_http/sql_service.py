@@ -9,7 +9,7 @@ by then (503 if nothing was sent upstream yet, 504 if it was).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from poolgate.config import Settings
@@ -28,7 +28,7 @@ from poolgate.core.pool import PoolRegistry
 from poolgate.core.requests import Credentials, SqlRequest
 from poolgate.core.session_state import may_change_session
 from poolgate.core.transactions import Transactions, begin_options
-from poolgate.faces.neon_http.hit_lane import HitLane
+from poolgate.faces.neon_http.hit_lane import CacheRead, HitLane
 from poolgate.faces.neon_http.protocol import (
     TRANSACTION_HEADER,
     batch_options,
@@ -65,7 +65,7 @@ class SqlService:
         self.transactions = transactions or Transactions(settings, pools)
         self.hits: HitLane | None = None
         if cache is not None and in_process_cache:
-            self.hits = HitLane(pools, cache, bearer_is_password=not settings.api_keys)
+            self.hits = HitLane(bearer_is_password=not settings.api_keys)
 
     def deadline(self) -> float:
         """The deadline of a request arriving now."""
@@ -80,14 +80,19 @@ class SqlService:
     ) -> SqlAnswer:
         """`client`: the peer's address, which failed logins are throttled by."""
         deadline = self.deadline() if deadline is None else deadline
-        lane = self.hits
-        digest = None if lane is None else lane.digest(headers, body)
-        if lane is not None and digest is not None:
-            hit = await lane.answer(digest, headers, client, deadline)
-            if hit is not None:
-                return SqlAnswer(hit.outcome, "ttl", hit.age)
         policy = parse_cache_policy(headers)
-        request = parse_sql_request(headers, body, bearer_is_password=not self._settings.api_keys)
+        cache, lane = self.cache, self.hits
+        digest = None if lane is None else lane.digest(headers, body)
+        known = None if lane is None or digest is None else lane.recall(digest, headers)
+        if known is not None and cache is not None and policy.wants_cache:
+            try:  # parsed only if the cache has to ask upstream
+                return await self._from_cache(
+                    cache, known, policy, lambda: self._parse(headers, body), client, deadline
+                )
+            except QueryFailed as error:
+                if error.sqlstate != READ_ONLY_VIOLATION:
+                    raise  # else the full path decides, as for a request it has not seen
+        request = self._parse(headers, body)
         transaction_id = headers.get(TRANSACTION_HEADER)
         if transaction_id is not None:
             if policy.wants_cache or policy.invalidate or "Poolgate-Cache-Tags" in headers:
@@ -100,9 +105,18 @@ class SqlService:
             )
             return SqlAnswer(outcome, "none", None)
         answer = None
-        if self.cache is not None and policy.wants_cache and _read_only(request):
+        if cache is not None and policy.wants_cache and _read_only(request):
+            read = CacheRead(
+                request.credentials,
+                cache_key(request, policy.tags),
+                _scoped(request.credentials, policy.tags),
+            )
             try:
-                answer = await self._from_cache(self.cache, request, policy, client, deadline)
+                answer = await self._from_cache(
+                    cache, read, policy, lambda: request, client, deadline
+                )
+                if lane is not None and digest is not None and not lane.knows(digest):
+                    lane.learn(digest, headers, read)  # answered through the cache
             except QueryFailed as error:
                 # a write sent with a TTL: it failed harmlessly inside READ ONLY, so it is
                 # run for real below, uncached
@@ -110,8 +124,6 @@ class SqlService:
                     raise
         if answer is None:
             answer = SqlAnswer(await self._run(request, False, client, deadline), "none", None)
-        elif lane is not None and digest is not None and not lane.knows(digest):
-            lane.learn(digest, headers, request)  # answered through the cache
         # only reached once the statement (or the whole batch) has committed
         if not await self._drop_after_commit(request.credentials, policy.invalidate):
             return replace(answer, invalidation_failed=True)
@@ -183,20 +195,25 @@ class SqlService:
     async def _from_cache(
         self,
         cache: QueryCache,
-        request: SqlRequest,
+        read: CacheRead,
         policy: CachePolicy,
+        request: Callable[[], SqlRequest],
         client: str,
         deadline: float,
     ) -> SqlAnswer:
+        """`request`: the parsed request, asked for only if upstream must answer."""
         # a hit needs a login
-        await self._pools.authenticate(request.credentials, client, deadline)
+        await self._pools.authenticate(read.credentials, client, deadline)
         cached = await cache.answer(
-            cache_key(request, policy.tags),
+            read.key,
             policy,
-            _scoped(request.credentials, policy.tags),
-            lambda: self._run(request, True, client, deadline),
+            read.scoped_tags,
+            lambda: self._run(request(), True, client, deadline),
         )
         return SqlAnswer(cached.outcome, cached.status, cached.age)
+
+    def _parse(self, headers: Mapping[str, str], body: bytes) -> SqlRequest:
+        return parse_sql_request(headers, body, bearer_is_password=not self._settings.api_keys)
 
     async def _run(
         self, request: SqlRequest, read_only: bool, client: str, deadline: float
