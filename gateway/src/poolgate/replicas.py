@@ -36,7 +36,6 @@ import re
 import secrets
 import ssl
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -50,8 +49,13 @@ from poolgate.core.errors import (
     OutcomeUnknown,
     TransactionExpired,
 )
-from poolgate.core.request_log import RequestLog
-from poolgate.faces.neon_http.app import answer_error, continue_if_expected, outcome_name
+from poolgate.faces.neon_http.app import (
+    REQUEST_LOG,
+    answer_error,
+    continue_if_expected,
+    new_request_id,
+    outcome_name,
+)
 from poolgate.registry import Registry
 
 log = logging.getLogger("poolgate.replicas")
@@ -123,7 +127,6 @@ class Replicas:
         self._inner = inner
         self.registry = Registry(settings.cache, name, worker, settings.advertise_url)
         self._session: aiohttp.ClientSession | None = None
-        self._log = RequestLog()
         self._answer_failure = answer_failure
         self._forwarded = Counter(
             "poolgate_forwarded_calls",
@@ -157,13 +160,13 @@ class Replicas:
         if self._session is not None:
             await self._session.close()
         await self.registry.close()
-        self._log.flush()
+        REQUEST_LOG.flush()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         holder = holder_of(request)
         if holder is None or holder[0] == self.name:
             return await self._inner(request)
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         started = time.perf_counter()
         outcome = "forwarded"
         try:
@@ -248,7 +251,7 @@ class Replicas:
         outcome: str,
     ) -> None:
         duration = round((time.perf_counter() - started) * 1000, 3)
-        self._log.request(
+        REQUEST_LOG.request(
             request_id, request.method, request.path, status, outcome, duration, None, None
         )
 
