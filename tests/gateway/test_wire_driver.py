@@ -36,12 +36,9 @@ async def _rows(
     connection: wire.WireConnection,
     query: str,
     params: list[str | None] | None = None,
-    prepare: bool = False,
 ) -> tuple[wire.Result, list[wire.Row]]:
     rows: list[wire.Row] = []
-    result = await connection.run(
-        query, params or [], 1000, lambda _, chunk: rows.extend(chunk), prepare
-    )
+    result = await connection.run(query, params or [], 1000, lambda _, chunk: rows.extend(chunk))
     return result, rows
 
 
@@ -137,33 +134,6 @@ async def test_an_exception_from_the_chunk_callback_stops_the_statement(
 
     with pytest.raises(ValueError, match="too large"):
         await connection.run("SELECT generate_series(1, 2500)", [], 1000, refuse)
-
-
-async def test_a_prepared_statement_is_parsed_once_and_answers_as_an_unnamed_one(
-    connection: wire.WireConnection,
-) -> None:
-    answers = []
-    for value in ("1", "2", "3"):
-        result, rows = await _rows(connection, "SELECT $1::int * 2 AS n", [value], prepare=True)
-        answers.append((rows, result.tag, [f.name for f in result.fields]))
-    assert answers == [([[str(2 * n)]], "SELECT 1", ["n"]) for n in (1, 2, 3)]
-    assert list(connection.prepared) == ["SELECT $1::int * 2 AS n"]
-    _, named = await _rows(connection, "SELECT count(*) FROM pg_prepared_statements")
-    assert named == [["1"]]
-    connection.forget_prepared()
-    await _rows(connection, "DEALLOCATE ALL")
-    rows = []
-    await connection.run("SELECT $1::int * 2 AS n", ["5"], 1000, lambda _, c: rows.extend(c), True)
-    assert rows == [["10"]]
-
-
-async def test_a_statement_that_fails_to_parse_is_not_remembered(
-    connection: wire.WireConnection,
-) -> None:
-    with pytest.raises(wire.ServerError) as raised:
-        await connection.run("SELEC 1", [], 1000, lambda _, c: None, True)
-    assert raised.value.sqlstate == "42601"
-    assert connection.prepared == {} and connection.idle
 
 
 async def _active_statements(postgres: EmbeddedPostgres, like: str) -> int:

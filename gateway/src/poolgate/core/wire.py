@@ -41,7 +41,6 @@ _FIELD = struct.Struct("!IhIhih")
 _CANCEL_CODE = 80877102
 _SSL_CODE = 80877103
 _PROTOCOL_3 = 196608
-PREPARED_PER_CONNECTION = 100
 CANCEL_TIMEOUT = 1.0  # seconds a cancel request may take before it is abandoned
 
 
@@ -149,13 +148,11 @@ _DESCRIBE_PORTAL = _message(b"D", b"P\x00")
 _EXECUTE_ALL = _message(b"E", b"\x00" + _INT32.pack(0))
 
 
-def extended_query(
-    query: str, params: Sequence[str | None], name: bytes = b"", parsed: bool = False
-) -> bytes:
-    """Parse (unless the named statement is `parsed` already), Bind, Describe, Execute,
-    Sync: one write for one statement."""
-    parse = b"" if parsed else _message(b"P", name + b"\x00" + _cstring(query) + b"\x00\x00")
-    bind = [b"\x00" + name + b"\x00\x00\x00", struct.pack("!h", len(params))]
+def extended_query(query: str, params: Sequence[str | None]) -> bytes:
+    """Parse, Bind, Describe, Execute, Sync, with the unnamed statement and portal: one
+    write for one statement."""
+    parse = _message(b"P", b"\x00" + _cstring(query) + b"\x00\x00")
+    bind = [b"\x00\x00\x00\x00", struct.pack("!h", len(params))]
     for value in params:
         if value is None:
             bind.append(b"\xff\xff\xff\xff")
@@ -226,12 +223,7 @@ class WireConnection(asyncio.Protocol):
         self._tag = ""
         self._error: BaseException | None = None
         self._notices: list[dict[str, str]] = []
-        # named prepared statements (POOLGATE_DRIVER=wire-prepared): query -> name
-        self.prepared: dict[str, bytes] = {}
-        self._parsing: tuple[str, bytes] | None = None
         self._ssl_answer: asyncio.Future[bytes] | None = None
-        self._generation = 0
-        self._serial = 0
         # relay mode (start_relay .. end_relay)
         self._relay_data: Callable[[bytes], None] | None = None
         self._relay_lost: Callable[[Exception | None], None] | None = None
@@ -317,12 +309,8 @@ class WireConnection(asyncio.Protocol):
                 self._transport_abort()
         elif kind == b"N":
             self._notices.append(parse_fields(body))
-        elif kind == b"1":
-            if self._parsing is not None:  # ParseComplete: the named statement exists
-                self.prepared[self._parsing[0]] = self._parsing[1]
-                self._parsing = None
-        elif kind in (b"2", b"3", b"n", b"s", b"I"):
-            pass  # BindComplete, CloseComplete, NoData, PortalSuspended, EmptyQueryResponse
+        elif kind in (b"1", b"2", b"3", b"n", b"s", b"I"):
+            pass  # Parse/Bind/CloseComplete, NoData, PortalSuspended, EmptyQueryResponse
         elif kind == b"S":
             name, value, _ = body.split(b"\x00", 2)
             self.parameters[name.decode()] = value.decode()
@@ -407,17 +395,13 @@ class WireConnection(asyncio.Protocol):
         params: Sequence[str | None],
         rows_per_chunk: int,
         on_chunk: ChunkCallback,
-        prepare: bool = False,
     ) -> Result:
-        """One statement over the extended protocol; its fields and command tag.
-        `prepare`: as a named statement, parsed once per connection (at most
-        `PREPARED_PER_CONNECTION` of them; after an error, or anything that may have
-        dropped them, the caller calls `forget_prepared`)."""
+        """One statement over the extended protocol (unnamed: parsed on each run, so a
+        schema change between runs never meets a stale plan); its fields and command tag."""
         if self.broken or self._transport is None:
             raise WireError("the connection is closed")
         # built first: a parameter that is not text (UnicodeEncodeError) sends nothing
-        build = self._prepared_query if prepare else extended_query
-        return await self._exchange(build(query, params), rows_per_chunk, on_chunk)
+        return await self._exchange(extended_query(query, params), rows_per_chunk, on_chunk)
 
     async def run_script(self, script: str) -> Result:
         """Statements separated by semicolons (an operator's reset query, say) over the
@@ -456,27 +440,6 @@ class WireConnection(asyncio.Protocol):
         if self._error is not None:
             raise self._error
         return Result(self._fields, self._tag, self._notices)
-
-    def _prepared_query(self, query: str, params: Sequence[str | None]) -> bytes:
-        assert self._transport is not None
-        name = self.prepared.get(query)
-        if name is not None:
-            return extended_query(query, params, name, parsed=True)
-        message = b""
-        if len(self.prepared) >= PREPARED_PER_CONNECTION:
-            message = _message(b"C", b"S" + self.prepared.popitem()[1] + b"\x00")
-        self._serial += 1
-        name = f"pg_{self._generation}_{self._serial}".encode()
-        message += extended_query(query, params, name)
-        self._parsing = (query, name)
-        return message
-
-    def forget_prepared(self) -> None:
-        """After an error or a session reset: statements are parsed anew (and names the
-        server may still hold are never reused: each new name differs)."""
-        self._parsing = None
-        self.prepared.clear()
-        self._generation += 1
 
     @property
     def tls(self) -> bool:
