@@ -8,6 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from poolgate.core import wire
+from poolgate.core.errors import GatewayError, OutcomeUnknown, Unavailable
+from poolgate.core.execute import translate_error
 
 from devstack.postgres import EmbeddedPostgres
 from tests.support.services import (
@@ -378,3 +381,17 @@ def test_a_nul_byte_in_a_value_is_refused_as_postgres_would_with_22021(
     assert response.json()["code"] == "22021"
     assert response.json()["severity"] == "ERROR"
     assert "NUL" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("after_complete", "answer"), [(False, Unavailable), (True, OutcomeUnknown)]
+)
+def test_a_termination_after_the_statement_completed_is_outcome_unknown_not_retry(
+    after_complete: bool, answer: type[GatewayError]
+) -> None:
+    """Seen on ./dev up: backends terminated under 1,500 autocommit inserts, and one
+    answered 503 (retry) had committed. Before CommandComplete nothing can have
+    committed (503, Retry-After); after it, the commit at Sync may have (504)."""
+    fields = {"S": "FATAL", "V": "FATAL", "C": "57P01", "M": "terminating connection"}
+    error = translate_error(wire.ServerError(fields, after_complete=after_complete))
+    assert type(error) is answer

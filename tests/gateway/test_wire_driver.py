@@ -535,3 +535,33 @@ def test_the_parser_reads_the_same_answer_however_the_stream_is_split(
 def test_every_error_field_is_read_back_as_sent(fields: dict[str, str]) -> None:
     body = b"".join(code.encode() + text.encode() + b"\x00" for code, text in fields.items())
     assert wire.parse_fields(body + b"\x00") == fields
+
+
+_TERMINATED = _message(b"E", b"SFATAL\x00VFATAL\x00C57P01\x00Mterminating connection\x00\x00")
+
+
+@pytest.mark.parametrize("completed", [False, True])
+def test_a_termination_says_whether_the_statement_had_completed_before_it(
+    completed: bool,
+) -> None:
+    """After CommandComplete, an autocommit statement commits at Sync: a FATAL error
+    then (before ReadyForQuery) may follow its commit, and the error says so."""
+
+    async def run() -> wire.ServerError:
+        connection = wire.WireConnection()
+        connection.connection_made(_Transport())  # type: ignore[arg-type]
+        connection._starting = False
+        running = asyncio.ensure_future(connection.run("INSERT", [], 3, lambda *_: None))
+        await asyncio.sleep(0)
+        stream = _message(b"1", b"") + _message(b"2", b"") + _message(b"n", b"")
+        if completed:
+            stream += _message(b"C", b"INSERT 0 1\x00")
+        connection.data_received(stream + _TERMINATED)
+        connection.connection_lost(None)
+        with pytest.raises(wire.ServerError) as raised:
+            await running
+        return raised.value
+
+    error = asyncio.run(run())
+    assert error.sqlstate == "57P01"
+    assert error.after_complete is completed

@@ -147,8 +147,11 @@ def translate_error(error: Exception) -> GatewayError:
     if not isinstance(error, wire.ServerError):  # the connection broke, or the server
         return _lost_mid_request()  # said something this driver does not expect
     sqlstate = error.sqlstate or ""
+    if sqlstate in _SERVER_GONE and error.after_complete:
+        # ended after the statement completed: its commit (at Sync) may have happened
+        return _lost_mid_request()
     if sqlstate in _SERVER_GONE:
-        # the server ended the statement with an error: it did not commit
+        # the server ended the statement with an error before it completed: no commit
         return Unavailable("the database connection was lost", retry_after=1)
     if sqlstate.startswith("08") and sqlstate != _REQUEST_PROTOCOL_VIOLATION:
         return _lost_mid_request()

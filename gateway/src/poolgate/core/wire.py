@@ -58,11 +58,14 @@ class CopyRefused(WireError):
 
 
 class ServerError(Exception):
-    """Raised for an ErrorResponse: `fields` holds every field the server sent."""
+    """Raised for an ErrorResponse: `fields` holds every field the server sent;
+    `after_complete`: the statement had already answered CommandComplete (an error
+    then, such as a termination before ReadyForQuery, may follow its commit)."""
 
-    def __init__(self, fields: dict[str, str]) -> None:
+    def __init__(self, fields: dict[str, str], after_complete: bool = False) -> None:
         super().__init__(fields.get("M", "server error"))
         self.fields = fields
+        self.after_complete = after_complete
 
     @property
     def sqlstate(self) -> str | None:
@@ -302,7 +305,7 @@ class WireConnection(asyncio.Protocol):
             self._wake()
         elif kind == b"E":
             if self._error is None:
-                self._error = ServerError(parse_fields(body))
+                self._error = ServerError(parse_fields(body), after_complete=bool(self._tag))
             if self._starting:
                 self._wake()
             elif not self._running:  # unasked, while idle: the server is ending it
