@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -52,6 +52,7 @@ async def test_a_scram_login_then_a_query_gives_its_text_cells_and_command_tag(
     assert result.tag == "SELECT 1"
     assert [f.name for f in result.fields] == ["n", "nothing", "word"]
     assert connection.idle
+    assert connection.authentication == "scram-sha-256"
     assert connection.parameters["server_encoding"] == "UTF8"
 
 
@@ -565,3 +566,39 @@ def test_a_termination_says_whether_the_statement_had_completed_before_it(
     error = asyncio.run(run())
     assert error.sqlstate == "57P01"
     assert error.after_complete is completed
+
+
+@pytest.fixture
+def legacy_logins(postgres: EmbeddedPostgres) -> Iterator[None]:
+    """Two roles that log in the older ways: MD5 (a password stored as MD5, `md5` in
+    pg_hba) and cleartext (`password` in pg_hba); lines for them alone, removed after."""
+    hba = postgres.data_dir / "pg_hba.conf"
+    before = hba.read_text()
+    with postgres.admin() as admin:
+        admin.execute("SET password_encryption = 'md5'")
+        for role in ("wire_md5", "wire_clear"):
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+            admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'legacy-secret'")
+        hba.write_text("local all wire_md5 md5\nlocal all wire_clear password\n" + before)
+        admin.execute("SELECT pg_reload_conf()")
+    yield
+    hba.write_text(before)
+    with postgres.admin() as admin:
+        admin.execute("SELECT pg_reload_conf()")
+
+
+@pytest.mark.parametrize("role", ["wire_md5", "wire_clear"])
+async def test_md5_and_cleartext_logins_are_answered_and_a_wrong_password_refused(
+    postgres: EmbeddedPostgres, legacy_logins: None, role: str
+) -> None:
+    target = wire.Target.of({"host": postgres.socket_dir})
+    connection = await wire.connect(target, role, "postgres", "legacy-secret", {})
+    try:
+        _, rows = await _rows(connection, "SELECT current_user")
+        assert rows == [[role]]
+        assert connection.authentication == {"wire_md5": "md5", "wire_clear": "password"}[role]
+    finally:
+        connection.close()
+    with pytest.raises(wire.ServerError) as raised:
+        await wire.connect(target, role, "postgres", "not-it", {})
+    assert raised.value.sqlstate == "28P01"

@@ -218,6 +218,7 @@ class WireConnection(asyncio.Protocol):
         self.secret_key = b""
         self.address: tuple[str, ...] | str = ""
         self.parameters: dict[str, str] = {}
+        self.authentication = "trust"  # how the server had it log in (for diagnostics)
         # the running statement's state
         self._on_chunk: ChunkCallback | None = None
         self._chunk_rows = 1000
@@ -364,8 +365,10 @@ class WireConnection(asyncio.Protocol):
                 if password is None:
                     raise PasswordRequired("fe_sendauth: no password supplied")
                 if code == 3:
+                    self.authentication = "password"
                     self._transport.write(_message(b"p", _cstring(password)))
                 elif code == 5:
+                    self.authentication = "md5"
                     inner = hashlib.md5((password + user).encode()).hexdigest().encode()
                     digest = hashlib.md5(inner + body[4:8]).hexdigest()
                     self._transport.write(_message(b"p", _cstring("md5" + digest)))
@@ -373,6 +376,7 @@ class WireConnection(asyncio.Protocol):
                     mechanisms = body[4:].split(b"\x00")
                     if b"SCRAM-SHA-256" not in mechanisms:
                         raise WireError("the server offers no SCRAM-SHA-256")
+                    self.authentication = "scram-sha-256"
                     scram = _Scram(password)
                     first = scram.first()
                     self._transport.write(
